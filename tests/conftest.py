@@ -25,3 +25,11 @@ def promptable(tiny_clip):
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def vit_b16():
+    """The real ViT-B/16 architecture with random weights (for upstream parameter counts)."""
+    from loreal.clip import build_clip_architecture
+
+    return build_clip_architecture("ViT-B/16", seed=0)

@@ -1,0 +1,1 @@
+"""Dassl-free data helpers: the dataset catalog, two-view transforms, synthetic datasets."""
