@@ -89,13 +89,17 @@ class BaselineLearner(nn.Module, ABC):
     checkpoint_name: ClassVar[str]
     couples_towers: ClassVar[bool] = False
 
-    def __init__(self, clip: PromptableCLIP, classnames: Sequence[str], config: Any) -> None:
+    def __init__(self, clip: PromptableCLIP, classnames: Sequence[str], config: Any, dataset: str | None = None) -> None:
+        """Args: clip: the shared frozen CLIP; classnames: raw names (``_`` allowed); config: an
+        instance of ``config_cls``; dataset: Dassl dataset name, for baselines whose prompt text
+        depends on it (MMRL's per-dataset templates)."""
         super().__init__()
         if not isinstance(config, self.config_cls):
             raise ConfigError(f"{self.name} expects a {self.config_cls.__name__}, got {type(config).__name__}")
         object.__setattr__(self, "_clip", clip)  # by reference: CLIP is not part of the learner's state
         self.config = config
         self.classnames = list(classnames)
+        self.dataset = dataset
         self._token_cache: dict = {}
 
     @property
@@ -212,10 +216,11 @@ def get_baseline(name: str) -> type[BaselineLearner]:
     return _REGISTRY[name]
 
 
-def create_learner(name: str, clip: PromptableCLIP, classnames: Sequence[str], config: Any = None) -> BaselineLearner:
+def create_learner(name: str, clip: PromptableCLIP, classnames: Sequence[str], config: Any = None,
+                   dataset: str | None = None) -> BaselineLearner:
     """Build a registered learner; ``config`` defaults to its config class's defaults."""
     cls = get_baseline(name)
-    return cls(clip, classnames, config if config is not None else cls.config_cls())
+    return cls(clip, classnames, config if config is not None else cls.config_cls(), dataset=dataset)
 
 
 def _import_builtin() -> None:
