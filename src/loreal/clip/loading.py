@@ -40,7 +40,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 
 def _looks_like_path(name: str) -> bool:
-    return os.sep in name or name.endswith((".pt", ".pth", ".bin", ".tar")) or os.path.exists(name)
+    # "ViT-B/17" is a mistyped name, not a path: only explicit paths and checkpoint suffixes count.
+    return os.path.exists(name) or name.startswith(("/", ".", "~")) or name.endswith((".pt", ".pth", ".bin", ".tar"))
 
 
 def read_clip_state_dict(path: str) -> dict:
@@ -50,7 +51,9 @@ def read_clip_state_dict(path: str) -> dict:
             f"CLIP checkpoint not found: {path}. Pass a standard name ({', '.join(_available())}) to download it, "
             f"or the path of a downloaded file such as ~/.cache/clip/ViT-B-16.pt")
     try:
-        return torch.jit.load(path, map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # the released files are TorchScript; its deprecation is not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(path, map_location="cpu").state_dict()
     except Exception:  # not TorchScript: try a plain (weights-only) state dict
         pass
     try:
@@ -62,10 +65,12 @@ def read_clip_state_dict(path: str) -> dict:
             f"OpenAI or a state dict saved with torch.save)") from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
+    if isinstance(obj, dict):
+        obj = {k.removeprefix("module."): v for k, v in obj.items()}
     if not isinstance(obj, dict) or "token_embedding.weight" not in obj:
         keys = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path} does not hold CLIP weights (no 'token_embedding.weight'; found {keys})")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return obj
 
 
 def _available() -> list[str]:
@@ -113,7 +118,7 @@ def load_clip(
     if name_or_path in _available():
         path = _download(name_or_path, download_root)
     elif _looks_like_path(name_or_path):
-        path = name_or_path
+        path = os.path.expanduser(name_or_path)
     else:
         raise ConfigError(f"unknown CLIP backbone {name_or_path!r}: use one of {', '.join(_available())} "
                           f"or the path of a local checkpoint file")
@@ -123,7 +128,8 @@ def load_clip(
     except Exception as exc:
         raise CheckpointError(f"{path} holds CLIP-like weights that do not build a CLIP model: {exc}") from exc
     if precision != "fp16":
-        model.float()
+        # build_model loads into fp16 tensors; reload so fp32 checkpoints keep their precision.
+        model.float().load_state_dict({k: v for k, v in state.items() if k not in ("input_resolution", "context_length", "vocab_size")})
     return freeze(model.to(device))
 
 
