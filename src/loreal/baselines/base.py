@@ -145,6 +145,14 @@ class BaselineLearner(nn.Module, ABC):
         self.classnames = list(classnames)
         self._token_cache.clear()
 
+    def image_summary(self, image: VisualOutput) -> VisualOutput:
+        """The part of an image output that :meth:`logits` reads, for the embedding cache.
+
+        Default: the pooled feature only (no tokens). Baselines whose logits read tokens (MMRL's
+        representation tokens) keep those tokens.
+        """
+        return VisualOutput(pooled=image.pooled, tokens=image.tokens[:, :0])
+
     # ------------------------------------------------------------------ scores
     def logit_scale(self) -> torch.Tensor:
         return self.clip.clip.logit_scale.exp()
