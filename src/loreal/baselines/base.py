@@ -168,8 +168,11 @@ class BaselineLearner(nn.Module, ABC):
 
     # ------------------------------------------------------------- checkpoints
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only parameters that require grad (decided by structure, not by name)."""
-        return {k: v.detach() for k, v in self.named_parameters() if v.requires_grad}
+        """The learner's own parameters: by structure (CLIP is never a child), not by name.
+
+        A learner frozen inside LOREAL keeps the same set, so its checkpoints still load.
+        """
+        return {k: v.detach() for k, v in self.named_parameters()}
 
     @classmethod
     def convert_upstream_state_dict(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -179,7 +182,7 @@ class BaselineLearner(nn.Module, ABC):
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
         """Load our or upstream's weights strictly: every trainable parameter, nothing unknown."""
         state = self.convert_upstream_state_dict(state)
-        expected = {k: v for k, v in self.named_parameters() if v.requires_grad}
+        expected = dict(self.named_parameters())
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:
@@ -196,7 +199,7 @@ class BaselineLearner(nn.Module, ABC):
                 p.copy_(state[k].to(dtype=p.dtype, device=p.device))
 
     def num_trainable(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return sum(p.numel() for p in self.parameters())
 
 
 _REGISTRY: dict[str, type[BaselineLearner]] = {}
