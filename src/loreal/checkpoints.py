@@ -1,0 +1,96 @@
+"""Reading checkpoints safely, in Dassl's layout (``<dir>/<registered name>/model.pth.tar-<epoch>``).
+
+``torch.load`` keeps ``weights_only=True``: only tensors, plain containers and the few classes
+registered here (the trainer layer adds the scheduler classes Dassl pickles) can be unpickled.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Sequence
+
+import torch
+
+from .errors import CheckpointError, MissingFileError
+
+_SAFE_GLOBALS: list = []
+
+
+def register_safe_globals(*objects: Any) -> None:
+    """Allow these classes in checkpoints (e.g. the LR schedulers Dassl pickles into its files)."""
+    for obj in objects:
+        if obj not in _SAFE_GLOBALS:
+            _SAFE_GLOBALS.append(obj)
+
+
+def read_checkpoint(path: str) -> dict:
+    """Load a checkpoint dict with ``weights_only=True`` and the registered allow-list."""
+    if not os.path.isfile(path):
+        raise MissingFileError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(list(_SAFE_GLOBALS)):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def resolve_checkpoint(path: str, names: Sequence[str], epoch: int | None = None) -> str:
+    """Find the checkpoint file of a model.
+
+    Args:
+        path: a checkpoint file, a Dassl output folder (holding ``<name>/``), or a ``<name>/`` folder.
+        names: registered names to look for (ours first, then upstream's).
+        epoch: ``model.pth.tar-<epoch>``; None = ``model-best.pth.tar``, else the newest one.
+    """
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise MissingFileError(f"no checkpoint at {path}: give a checkpoint file or the output folder of a training run")
+    folders = [os.path.join(path, n) for n in names if os.path.isdir(os.path.join(path, n))] + [path]
+    tried = []
+    for folder in folders:
+        candidates = [f"model.pth.tar-{epoch}"] if epoch is not None else ["model-best.pth.tar", _latest(folder)]
+        for name in filter(None, candidates):
+            tried.append(os.path.join(folder, name))
+            if os.path.isfile(tried[-1]):
+                return tried[-1]
+    raise MissingFileError(f"no checkpoint found under {path} (looked for {', '.join(tried) or 'model.pth.tar-*'}); "
+                           f"train that stage first or pass the file itself")
+
+
+def _latest(folder: str) -> str | None:
+    """Newest ``model.pth.tar-N`` in a folder (highest N)."""
+    epochs = []
+    for name in os.listdir(folder):
+        if name.startswith("model.pth.tar-") and name.rsplit("-", 1)[1].isdigit():
+            epochs.append(int(name.rsplit("-", 1)[1]))
+    return f"model.pth.tar-{max(epochs)}" if epochs else None
+
+
+def file_digest(path: str, length: int = 16) -> str:
+    """Short SHA-256 of a file's bytes (checkpoint identity in metadata and cache keys)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+def load_learner_checkpoint(learner, path: str, epoch: int | None = None) -> str:
+    """Load a baseline learner's weights (ours or an upstream repo's); returns the file used.
+
+    Our checkpoints carry a ``meta`` block (baseline, backbone): a mismatch is an error naming
+    both. Upstream files carry none; their keys are converted and loaded strictly.
+    """
+    file = resolve_checkpoint(path, [learner.checkpoint_name, learner.name], epoch)
+    ckpt = read_checkpoint(file)
+    meta = ckpt.get("meta") or {}
+    if meta.get("baseline") and meta["baseline"] != learner.name:
+        raise CheckpointError(f"{file} is a {meta['baseline']} checkpoint, but this run builds {learner.name}: "
+                              f"point it at a {learner.name} run")
+    state = ckpt.get("state_dict", ckpt)
+    learner.load_trainable_state_dict(state, source=file)
+    return file

@@ -1,0 +1,97 @@
+"""LOREAL's settings (``TRAINER.LOREAL.*``). Where the paper and the official code differ, the
+default is the paper's and the field's help names the official value."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import ClassVar
+
+from ..errors import ConfigError
+
+
+class PromptOrder(str, Enum):
+    PAPER = "paper"  # "<baseline context> [CLS] with S1 A1 ... SK AK."
+    OFFICIAL = "official"  # official code: "S1 A1 ... SK AK <baseline context> [CLS]."
+
+
+class Bridge(str, Enum):
+    CROSS = "cross"  # α's prompt from β's image embedding and β's from α's (the method)
+    LR_TO_ST = "lr_to_st"  # only α's prompt is filled from β's embedding
+    ST_TO_LR = "st_to_lr"  # only β's prompt is filled from α's embedding
+    NONE = "none"  # each student fills its own prompt
+
+
+@dataclass(frozen=True)
+class LorealConfig:
+    """Hyper-parameters of the method; field names map to ``TRAINER.LOREAL.<FIELD>``.
+
+    Attributes:
+        attributes: attribute bank name or JSON path; "" = the bank shipped for the dataset.
+        k: number of attributes K (must match the bank).
+        m: slot tokens per attribute M.
+        hidden_dim: meta-net bottleneck D_s (paper and official: 32).
+        distinct_slots: meta-net emits M distinct slot vectors (paper's M tokens) instead of one
+            vector repeated M times (official code). Default: the official repetition, which the
+            paper's parameter count also implies.
+        prompt_order: "paper" (default) or "official" (attributes first).
+        bridge: "cross" (default), "lr_to_st", "st_to_lr" or "none" (ablations).
+        lambda1, lambda2: weights of HLD and LLD (paper: 1 and 2; LLD is divided by K).
+        temp: distillation temperature τ of HLD and LLD (paper 4; official configs 1).
+        mutual_hld: let HLD's gradient reach the α path too (default: α is a detached teacher).
+        use_ce, use_hld, use_lld: switch loss terms off for ablations.
+        size: φ, the LR side (96, 144, 192).
+        view_mode: "aligned" (LR = the standard crop downsampled, default) or "independent"
+            (a second random crop at φ, official code).
+        alpha_checkpoint, beta_checkpoint: baseline checkpoints of student α (trained at 224) and
+            β (trained at φ); a file or a Dassl output folder. Empty β = use α's for both.
+        cache: precompute the frozen visual embeddings of both views (cached-embedding mode).
+        cache_views: augmented views per image in the cache (1 = no augmentation).
+        cache_dir: where caches live ("" = <OUTPUT_DIR>/../loreal_cache).
+        fast_text: shared-prefix text encoding (exact; the plain path is kept as reference).
+        class_chunk: classes per text-encoder chunk in the fast path (bounds memory; 0 = all).
+    """
+
+    yacs_node: ClassVar[str] = "LOREAL"
+
+    attributes: str = ""
+    k: int = 5
+    m: int = 2
+    hidden_dim: int = 32
+    distinct_slots: bool = False
+    prompt_order: str = PromptOrder.PAPER.value
+    bridge: str = Bridge.CROSS.value
+    lambda1: float = 1.0
+    lambda2: float = 2.0
+    temp: float = 4.0
+    mutual_hld: bool = False
+    use_ce: bool = True
+    use_hld: bool = True
+    use_lld: bool = True
+    size: int = 96
+    view_mode: str = "aligned"
+    alpha_checkpoint: str = ""
+    beta_checkpoint: str = ""
+    cache: bool = False
+    cache_views: int = 1
+    cache_dir: str = ""
+    fast_text: bool = True
+    class_chunk: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("PROMPT_ORDER", self.prompt_order, PromptOrder)
+        _check_choice("BRIDGE", self.bridge, Bridge)
+        if self.view_mode not in ("aligned", "independent"):
+            raise ConfigError(f"TRAINER.LOREAL.VIEW_MODE must be 'aligned' or 'independent', got {self.view_mode!r}")
+        for name in ("k", "m", "hidden_dim", "cache_views", "size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TRAINER.LOREAL.{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.temp <= 0:
+            raise ConfigError(f"TRAINER.LOREAL.TEMP must be positive, got {self.temp}")
+        if not (self.use_ce or self.use_hld or self.use_lld):
+            raise ConfigError("every loss term is switched off (USE_CE, USE_HLD, USE_LLD): nothing would train")
+
+
+def _check_choice(key: str, value: str, enum: type[Enum]) -> None:
+    valid = [e.value for e in enum]
+    if value not in valid:
+        raise ConfigError(f"TRAINER.LOREAL.{key} must be one of {valid}, got {value!r}")

@@ -1,0 +1,47 @@
+"""Text features of image-conditioned prompts: one prompt per (image, class) pair."""
+from __future__ import annotations
+
+import torch
+
+from ..baselines.base import BaselineLearner
+from ..clip import PromptableCLIP
+from ..clip.prompt import PromptTemplate, fill_slot
+from .prompt import attribute_slot
+
+
+def fill_attribute_slots(embeddings: torch.Tensor, tokens, content: torch.Tensor) -> torch.Tensor:
+    """Write per-image slot content into per-class prompts.
+
+    Args:
+        embeddings: ``(C, L, D)`` baseline prompts (its own slots filled).
+        tokens: their :class:`~loreal.clip.prompt.TokenizedPrompts` (attribute slot positions).
+        content: ``(B, K, M, D)`` meta-net output.
+
+    Returns:
+        ``(B, C, L, D)``: prompt of class c for image b.
+    """
+    batch = content.shape[0]
+    out = embeddings.unsqueeze(0).expand(batch, *embeddings.shape)
+    for k in range(content.shape[1]):
+        out = fill_slot(out, tokens.slot_starts[attribute_slot(k)], content[:, k])
+    return out
+
+
+def encode_conditioned_text(clip: PromptableCLIP, learner: BaselineLearner, template: PromptTemplate,
+                            content: torch.Tensor, fast: bool = True, class_chunk: int = 0) -> torch.Tensor:
+    """``(B, C, E)`` text features of ``template`` for every class, conditioned per image.
+
+    The plain path encodes all B·C prompts, cut after the last EOT. ``fast`` selects the
+    shared-prefix path where it is available (same numbers, less work); see :mod:`.fast_text`.
+    """
+    prompts = learner.build_prompts(template)
+    if fast:
+        from . import fast_text
+
+        if fast_text.available():
+            return fast_text.encode(clip, prompts, content, class_chunk)
+    filled = fill_attribute_slots(prompts.embeddings, prompts.tokens, content)
+    batch, num_cls, length, dim = filled.shape
+    eot = prompts.tokens.eot_index.repeat(batch)
+    out = clip.encode_text(filled.reshape(batch * num_cls, length, dim), eot, prompts.plan)
+    return out.pooled.view(batch, num_cls, -1)
