@@ -1,0 +1,62 @@
+"""Shared-prefix text encoding equals the plain path, for every baseline and both prompt orders."""
+import pytest
+import torch
+
+from loreal.baselines import create_learner, get_baseline, list_baselines
+from loreal.method import LorealConfig, LorealModel
+from loreal.method.fast_text import choose_split
+from loreal.method.text import encode_conditioned_text
+
+CLASSES = ["abyssinian", "american bulldog", "great pyrenees", "persian", "scottish terrier"]
+ATTRS = ["coat color", "body shape", "ear shape"]
+
+
+def randomised_learner(promptable, name, seed):
+    cls = get_baseline(name)
+    extra = {"rep_layers": (6, 7, 8, 9, 10, 11, 12)} if name == "MMRL" else {}  # the upstream YAML's layers
+    learner = create_learner(name, promptable, CLASSES, cls.config_cls(prec="fp32", **extra), dataset="OxfordPets")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # move every learned parameter away from its init (zero-init branches too)
+        for p in learner.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+    return learner
+
+
+def relative_error(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize("order", ["paper", "official"])
+@pytest.mark.parametrize("name", ["CoOp", "MaPLe", "MMA", "MMRL"])
+def test_fast_path_equals_plain_logits_and_gradients(promptable, name, order):
+    assert name in list_baselines()
+    learner = randomised_learner(promptable, name, seed=1)
+    model = LorealModel(promptable, learner, learner, ATTRS, LorealConfig(k=3, prompt_order=order))
+    images = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    _, lr = model.encode_views(None, images)
+    template = model.template_of(learner)
+    prompts = learner.build_prompts(template)
+    assert choose_split(prompts, 3, int(prompts.tokens.eot_index.max()) + 1) is not None  # the fast path is taken
+    results = []
+    for fast in (False, True):
+        content = model.metanets(lr.pooled)
+        text = encode_conditioned_text(promptable, learner, template, content, fast=fast, class_chunk=2 if fast else 0)
+        logits = learner.logits(lr, text).main
+        grads = torch.autograd.grad((logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum(),
+                                    list(model.metanets.parameters()))
+        results.append((logits.detach(), grads))
+    (plain, plain_grads), (fast, fast_grads) = results
+    assert relative_error(fast, plain) <= 1e-5
+    for gf, gp in zip(fast_grads, plain_grads):
+        assert relative_error(gf, gp) <= 1e-4  # accumulated over 12 layers in fp32
+
+
+def test_prefix_choice_follows_the_prompt_order(promptable):
+    learner = create_learner("CoOp", promptable, CLASSES, get_baseline("CoOp").config_cls(n_ctx=4, prec="fp32"))
+    for order, by_class in [("paper", True), ("official", False)]:
+        model = LorealModel(promptable, learner, learner, ATTRS, LorealConfig(k=3, prompt_order=order))
+        prompts = learner.build_prompts(model.template_of(learner))
+        split = choose_split(prompts, 3, 77)
+        assert split.by_class is by_class
+        # paper: SOT + 4 context + shortest class name (1 token) + "with"; official: up to the context's end
+        assert split.length == (1 + 4 + 1 + 1 if by_class else 1 + 3 * (2 + 2) + 4)
