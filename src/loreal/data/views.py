@@ -88,3 +88,28 @@ def test_transform(size: int, interpolation: str = "bicubic", mean: Sequence[flo
 
 
 test_transform.__test__ = False  # not a pytest test
+
+
+def view_seed(seed: int, view: int, index: int) -> int:
+    """Seed of the random crop/flip of image ``index`` in view ``view``: reproducible in any worker."""
+    return (seed * 1_000_003 + view * 7_919 + index) % (2**63 - 1)
+
+
+class SeededViewDataset(torch.utils.data.Dataset):
+    """``(index, standard view, LR view)`` of each image file, the same every time for (seed, view)."""
+
+    def __init__(self, paths: Sequence[str], transform: TwoViewTransform, seed: int = 0, view: int = 0) -> None:
+        self.paths, self.transform, self.seed, self.view = list(paths), transform, seed, view
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        with Image.open(self.paths[index]) as img:
+            image = img.convert("RGB")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(view_seed(self.seed, self.view, index))
+            std, lr = self.transform(image)
+        return index, std, lr
