@@ -1,0 +1,57 @@
+# Shared by the run scripts; sourced, not run. Scripts run from the repository root:
+#   DATA=$HOME/datasets scripts/base2new_train.sh MaPLe vit_b16_c2_ep5_batch4_2ctx oxford_pets 1
+# Environment: DATA (dataset root, default ./data), SHOTS (default 16), OUTPUT (default output),
+# PYTHON (default python; PYTHON=echo prints the commands instead of running them).
+
+set -euo pipefail
+
+DATA=${DATA:-./data}
+SHOTS=${SHOTS:-16}
+OUTPUT=${OUTPUT:-output}
+PYTHON=${PYTHON:-python}
+
+# usage NAME ARGS... : check the four positional arguments TRAINER CFG DATASET SEED.
+usage() {
+    local name=$1
+    shift
+    if [ $# -lt 4 ]; then
+        echo "usage: scripts/${name} TRAINER CFG DATASET SEED [KEY VALUE ...]" >&2
+        echo "  e.g. scripts/${name} MaPLe vit_b16_c2_ep5_batch4_2ctx oxford_pets 1" >&2
+        exit 2
+    fi
+    if [ ! -f train.py ]; then
+        echo "run the scripts from the repository root (where train.py is)" >&2
+        exit 2
+    fi
+    if [ ! -f "configs/trainers/$1/$2.yaml" ]; then
+        echo "no config configs/trainers/$1/$2.yaml" >&2
+        exit 2
+    fi
+    if [ ! -f "configs/datasets/$3.yaml" ]; then
+        echo "no dataset config configs/datasets/$3.yaml" >&2
+        exit 2
+    fi
+}
+
+# method_opts TRAINER SETTING : opts a trainer needs in a setting (b2n or xd), as upstream's scripts pass.
+method_opts() {
+    local trainer=$1 setting=$2
+    if [ "$setting" = b2n ]; then
+        echo "TASK B2N"
+    else
+        echo "TASK CD"
+        # MMRL's cross-dataset scripts fix these against its per-dataset table (EuroSAT's REP_DIM 2048).
+        case $trainer in MMRL*) echo "TRAINER.MMRL.REG_WEIGHT 0.2 TRAINER.MMRL.REP_DIM 512" ;; esac
+    fi
+}
+
+# run_once DIR ARGS... : run train.py with ARGS unless DIR exists (a finished or running job).
+run_once() {
+    local dir=$1
+    shift
+    if [ -d "$dir" ]; then
+        echo "The results exist at ${dir} (so skip this job)"
+        return 0
+    fi
+    $PYTHON train.py "$@"
+}

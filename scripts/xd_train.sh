@@ -1,0 +1,20 @@
+#!/bin/bash
+# Cross-dataset / domain generalisation, stage 1: train on all classes of the source DATASET
+# (imagenet in the papers) with SHOTS shots.
+# usage: scripts/xd_train.sh TRAINER CFG DATASET SEED [KEY VALUE ...]
+source "$(dirname "$0")/common.sh"
+usage xd_train.sh "$@"
+TRAINER=$1 CFG=$2 DATASET=$3 SEED=$4
+shift 4
+
+DIR=${OUTPUT}/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
+# shellcheck disable=SC2046
+run_once "$DIR" \
+    --root "$DATA" \
+    --seed "$SEED" \
+    --trainer "$TRAINER" \
+    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
+    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
+    --output-dir "$DIR" \
+    DATASET.NUM_SHOTS "$SHOTS" \
+    $(method_opts "$TRAINER" xd) "$@"

@@ -1,0 +1,42 @@
+"""The four baseline trainers, under upstream's registered names.
+
+Each names its learner; everything else (CLIP, precision, loss, checkpoints, evaluation) is
+:class:`~loreal.trainers.base.PromptTrainer` and the learner's own ``loss``/``logits``.
+"""
+from __future__ import annotations
+
+from .base import PromptTrainer
+
+
+class CoOp(PromptTrainer):
+    """CoOp: learned context vectors (Zhou et al., IJCV 2022; KaiyangZhou/CoOp). Saves ``prompt_learner``."""
+
+    baseline = "CoOp"
+
+
+class MaPLe(PromptTrainer):
+    """MaPLe: coupled deep prompts in both towers (Khattak et al., CVPR 2023). Saves ``MultiModalPromptLearner``."""
+
+    baseline = "MaPLe"
+
+
+class MMA(PromptTrainer):
+    """MMA: multi-modal adapters (Yang et al., CVPR 2024; config ``TRAINER.MMADAPTER``). Saves ``adapter_learner``."""
+
+    baseline = "MMA"
+
+
+class MultiModalAdapter(MMA):
+    """MMA under the name upstream registers, so its scripts and ``--trainer`` values work unchanged."""
+
+
+class MMRL(PromptTrainer):
+    """MMRL: multi-modal representation tokens (Guo & Gu, CVPR 2025). Saves ``MultiModalRepresentationLearner``.
+
+    Its per-dataset settings are merged by ``setup_cfg``; ``TASK`` picks the test logits.
+    """
+
+    baseline = "MMRL"
+
+
+TRAINERS: tuple[type[PromptTrainer], ...] = (CoOp, MaPLe, MMA, MultiModalAdapter, MMRL)
