@@ -31,7 +31,7 @@ def make_model(promptable, size=96):
     torch.manual_seed(0)
     cfg = CoOpConfig(n_ctx=4, prec="fp32")
     a, b = CoOpLearner(promptable, CLASSES, cfg), CoOpLearner(promptable, CLASSES, cfg)
-    return LorealModel(promptable, a, b, ATTRS, LorealConfig(k=3, size=size))
+    return LorealModel(promptable, a, b, ATTRS, LorealConfig(k=3))
 
 
 def pairs_for(paths, size, seed=0):

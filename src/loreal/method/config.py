@@ -39,14 +39,15 @@ class LorealConfig:
         temp: distillation temperature τ of HLD and LLD (paper 4; official configs 1).
         mutual_hld: let HLD's gradient reach the α path too (default: α is a detached teacher).
         use_ce, use_hld, use_lld: switch loss terms off for ablations.
-        size: φ, the LR side (96, 144, 192).
+        std_size: side of the standard-resolution view of student α (CLIP's 224). φ, the LR
+            side, is ``INPUT.SIZE`` (96, 144, 192), as for the baselines.
         view_mode: "aligned" (LR = the standard crop downsampled, default) or "independent"
             (a second random crop at φ, official code).
         alpha_checkpoint, beta_checkpoint: baseline checkpoints of student α (trained at 224) and
             β (trained at φ); a file or a Dassl output folder. Empty β = use α's for both.
         cache: precompute the frozen visual embeddings of both views (cached-embedding mode).
         cache_views: augmented views per image in the cache (1 = no augmentation).
-        cache_dir: where caches live ("" = <OUTPUT_DIR>/../loreal_cache).
+        cache_dir: where caches live ("" = $LOREAL_CACHE or ~/.cache/loreal/embeddings).
         fast_text: shared-prefix text encoding (exact; the plain path is kept as reference).
         class_chunk: classes per text-encoder chunk in the fast path (bounds memory; 0 = all).
     """
@@ -67,7 +68,7 @@ class LorealConfig:
     use_ce: bool = True
     use_hld: bool = True
     use_lld: bool = True
-    size: int = 96
+    std_size: int = 224
     view_mode: str = "aligned"
     alpha_checkpoint: str = ""
     beta_checkpoint: str = ""
@@ -82,7 +83,7 @@ class LorealConfig:
         _check_choice("BRIDGE", self.bridge, Bridge)
         if self.view_mode not in ("aligned", "independent"):
             raise ConfigError(f"TRAINER.LOREAL.VIEW_MODE must be 'aligned' or 'independent', got {self.view_mode!r}")
-        for name in ("k", "m", "hidden_dim", "cache_views", "size"):
+        for name in ("k", "m", "hidden_dim", "cache_views", "std_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TRAINER.LOREAL.{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.temp <= 0:
