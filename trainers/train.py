@@ -1,0 +1,111 @@
+"""Train or evaluate a CoOp-family trainer (CoOp, MaPLe, MMA/MultiModalAdapter, MMRL) with Dassl.
+
+The command line of the upstream repositories' ``train.py``, e.g.::
+
+    python train.py --root data --seed 1 --trainer MaPLe \\
+        --dataset-config-file configs/datasets/oxford_pets.yaml \\
+        --config-file configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml \\
+        --output-dir output/maple_pets DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
+
+Differences: ``--seed 0`` is honoured; ``MODEL.BACKBONE.NAME`` may be a local CLIP file;
+``INPUT.SIZE`` below 224 runs CLIP's image tower natively at that size; MMRL needs no ``TASK``
+in the opts (default B2N).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import warnings
+
+# Dassl imports wilds, which checks PyPI for a newer version at import, and pkg_resources, whose
+# deprecation warning is not the user's concern.
+os.environ.setdefault("OUTDATED_IGNORE", "1")
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+import torch  # noqa: E402
+from dassl.engine import build_trainer  # noqa: E402
+from dassl.utils import collect_env_info, set_random_seed, setup_logger
+
+import loreal.datasets  # noqa: F401  (registers the datasets)
+import loreal.trainers  # noqa: F401  (registers the trainers)
+from loreal.errors import LorealError
+from loreal.trainers.config import setup_cfg
+
+
+@functools.cache
+def env_info() -> str:
+    """Dassl's environment report (slow: it runs pip and nvidia-smi), once per process."""
+    return collect_env_info()
+
+
+def print_args(args: argparse.Namespace, cfg) -> None:
+    print("***************")
+    print("** Arguments **")
+    print("***************")
+    for key in sorted(vars(args)):
+        print(f"{key}: {getattr(args, key)}")
+    print("************")
+    print("** Config **")
+    print("************")
+    print(cfg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", type=str, default="", help="path to the datasets (DATASET.ROOT)")
+    p.add_argument("--output-dir", type=str, default="", help="output directory (OUTPUT_DIR)")
+    p.add_argument("--resume", type=str, default="", help="checkpoint directory to resume training from")
+    p.add_argument("--seed", type=int, default=None, help="random seed; 0 counts, negative means unseeded")
+    p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods (INPUT.TRANSFORMS)")
+    p.add_argument("--config-file", type=str, default="", help="method config (configs/trainers/...)")
+    p.add_argument("--dataset-config-file", type=str, default="", help="dataset config (configs/datasets/...)")
+    p.add_argument("--trainer", type=str, default="", help="trainer name: CoOp, MaPLe, MMA, MultiModalAdapter, MMRL")
+    p.add_argument("--backbone", type=str, default="", help="CLIP name or local file (MODEL.BACKBONE.NAME)")
+    p.add_argument("--head", type=str, default="", help="name of head (unused by the CLIP trainers)")
+    p.add_argument("--train-epoch", type=int, default=None, help="override OPTIM.MAX_EPOCH (MMRL's option)")
+    p.add_argument("--eval-only", action="store_true", help="evaluation only")
+    p.add_argument("--model-dir", type=str, default="", help="load the model from this directory for --eval-only")
+    p.add_argument("--load-epoch", type=int, help="load model.pth.tar-<epoch> (default: model-best.pth.tar)")
+    p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    return p
+
+
+def main(argv: list[str] | None = None):
+    """Run ``train.py`` with these arguments; returns the trainer (for notebooks and tests)."""
+    args = build_parser().parse_args(argv)
+    cfg = setup_cfg(args)
+    setup_logger(cfg.OUTPUT_DIR)  # before the seed line (upstream prints it to the console only)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    print_args(args, cfg)
+    print("Collecting env info ...")
+    print(f"** System info **\n{env_info()}\n")
+
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+    elif not args.no_train:
+        trainer.train()
+    return trainer
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Command-line entry: our errors say what to fix, so print them without a traceback."""
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except LorealError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()
