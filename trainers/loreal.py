@@ -105,6 +105,13 @@ class LorealTrainer(PromptTrainer):
         try:
             file = resolve_checkpoint(path, [learner.checkpoint_name, learner.name])
         except FileNotFoundError as exc:
+            if osp.isdir(osp.join(path, REGISTERED_NAME)):
+                raise CheckpointError(f"TRAINER.LOREAL.{key} points at a LOREAL run ({path}); it needs the "
+                                      f"{self.baseline} baseline run (stage 1 for alpha, stage 2 for beta)") from exc
+            other = _other_baseline_run(path, self.baseline)
+            if other:
+                raise CheckpointError(f"TRAINER.LOREAL.{key}: {path} is a {other} checkpoint, but this run trains "
+                                      f"{self.baseline}: point it at a {self.baseline} run") from exc
             raise type(exc)(f"TRAINER.LOREAL.{key}: {exc}") from exc
         ckpt = read_checkpoint(file)
         meta = ckpt.get("meta") or {}
@@ -203,6 +210,18 @@ class LorealTrainer(PromptTrainer):
             raise CheckpointError(
                 f"{path}: these meta-nets were trained with student beta {recorded.get('path')}, but this run loaded "
                 f"{self.student_files['beta']} (different weights): set TRAINER.LOREAL.BETA_CHECKPOINT to the former")
+
+
+def _other_baseline_run(path: str, baseline: str) -> str | None:
+    """The baseline whose registered folder a Dassl output folder holds, if not ``baseline``."""
+    from loreal.baselines import get_baseline, list_baselines
+
+    if not osp.isdir(path):
+        return None
+    for name in list_baselines():
+        if name != baseline and osp.isdir(osp.join(path, get_baseline(name).checkpoint_name)):
+            return name
+    return None
 
 
 def hash_text(text: str) -> int:
