@@ -12,13 +12,7 @@ COMMON_DIR=${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
 MODEL_DIR=${OUTPUT}/base2new/train_base/${COMMON_DIR}
 DIR=${OUTPUT}/base2new/test_${SUB}/${COMMON_DIR}
 # shellcheck disable=SC2046
-run_once "$DIR" \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
+train_once "$DIR" "$TRAINER" "$CFG" "$DATASET" "$SEED" \
     --model-dir "$MODEL_DIR" \
     ${LOADEP:+--load-epoch "$LOADEP"} \
     --eval-only \

@@ -8,13 +8,7 @@ shift 4
 
 DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
 # shellcheck disable=SC2046  # method_opts is a list of words
-run_once "$DIR" \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
+train_once "$DIR" "$TRAINER" "$CFG" "$DATASET" "$SEED" \
     DATASET.NUM_SHOTS "$SHOTS" \
     DATASET.SUBSAMPLE_CLASSES base \
     $(method_opts "$TRAINER" b2n) "$@"

@@ -55,3 +55,13 @@ run_once() {
     fi
     $PYTHON train.py "$@"
 }
+
+# train_once DIR TRAINER CFG DATASET SEED ARGS... : train.py with the arguments every run shares
+# (data root, seed, trainer, dataset and method configs, output folder), then ARGS; skipped if DIR exists.
+train_once() {
+    local dir=$1 trainer=$2 cfg=$3 dataset=$4 seed=$5
+    shift 5
+    run_once "$dir" --root "$DATA" --seed "$seed" --trainer "$trainer" \
+        --dataset-config-file "configs/datasets/${dataset}.yaml" \
+        --config-file "configs/trainers/${trainer}/${cfg}.yaml" --output-dir "$dir" "$@"
+}

@@ -29,9 +29,7 @@ stage() {
     local trainer=$1 cfg=$2 dir=$3 sub=$4
     shift 4
     # shellcheck disable=SC2046  # method_opts is a list of words
-    run_once "$dir" --root "$DATA" --seed "$SEED" --trainer "$trainer" \
-        --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-        --config-file "configs/trainers/${trainer}/${cfg}.yaml" --output-dir "$dir" "$@" \
+    train_once "$dir" "$trainer" "$cfg" "$DATASET" "$SEED" "$@" \
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES "$sub" $(method_opts "$trainer" b2n) "${OPTS[@]}"
 }
 STUDENTS=(TRAINER.LOREAL.ALPHA_CHECKPOINT "$ALPHA" TRAINER.LOREAL.BETA_CHECKPOINT "$BETA")

@@ -11,13 +11,7 @@ SOURCE=${SOURCE:-imagenet}
 MODEL_DIR=${OUTPUT}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 DIR=${OUTPUT}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}
 # shellcheck disable=SC2046
-run_once "$DIR" \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
+train_once "$DIR" "$TRAINER" "$CFG" "$DATASET" "$SEED" \
     --model-dir "$MODEL_DIR" \
     ${LOADEP:+--load-epoch "$LOADEP"} \
     --eval-only \

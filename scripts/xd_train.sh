@@ -9,12 +9,6 @@ shift 4
 
 DIR=${OUTPUT}/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 # shellcheck disable=SC2046
-run_once "$DIR" \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
+train_once "$DIR" "$TRAINER" "$CFG" "$DATASET" "$SEED" \
     DATASET.NUM_SHOTS "$SHOTS" \
     $(method_opts "$TRAINER" xd) "$@"

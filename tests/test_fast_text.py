@@ -60,3 +60,23 @@ def test_prefix_choice_follows_the_prompt_order(promptable):
         assert split.by_class is by_class
         # paper: SOT + 4 context + shortest class name (1 token) + "with"; official: up to the context's end
         assert split.length == (1 + 4 + 1 + 1 if by_class else 1 + 3 * (2 + 2) + 4)
+
+
+def test_frozen_prefix_is_reused_and_follows_changed_prompts(promptable):
+    from loreal.method import fast_text
+
+    learner = randomised_learner(promptable, "CoOp", seed=4)
+    model = LorealModel(promptable, learner, learner, ATTRS, LorealConfig(k=3))
+    template = model.template_of(learner)
+    content = model.metanets(torch.randn(2, promptable.embed_dim))
+    fast_text._PREFIX_CACHE.clear()
+    first = encode_conditioned_text(promptable, learner, template, content, fast=True)
+    assert len(fast_text._PREFIX_CACHE) == 1
+    again = encode_conditioned_text(promptable, learner, template, content, fast=True)
+    assert len(fast_text._PREFIX_CACHE) == 1 and torch.equal(first, again)  # reused, not recomputed
+    with torch.no_grad():
+        learner.ctx.add_(0.5)  # another baseline checkpoint: the prefix changes
+    changed = encode_conditioned_text(promptable, learner, template, content, fast=True)
+    plain = encode_conditioned_text(promptable, learner, template, content, fast=False)
+    assert len(fast_text._PREFIX_CACHE) == 2
+    assert relative_error(changed, plain) <= 1e-5 and not torch.allclose(changed, first)

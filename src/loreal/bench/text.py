@@ -2,7 +2,9 @@
 
 * naive: every (image, class) prompt at the full 77 tokens (the official code's cost);
 * eot-cut: the same prompts cut after the last EOT of the batch;
-* shared-prefix: prefixes computed once per class (or per image), the rest per pair.
+* shared-prefix: prefixes computed once per class (or per image), the rest per pair; in the
+  paper's order the prefix holds only the frozen baseline prompt, so its keys and values are
+  reused across steps (timed here in that steady state, as in a training run).
 
 A training step is meta-nets -> text features -> logits -> cross-entropy -> backward; inference
 is the same forward under ``no_grad``. All three give the same numbers (tests check it).

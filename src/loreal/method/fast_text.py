@@ -17,6 +17,8 @@ plain path, which stays the reference in tests.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -94,48 +96,123 @@ def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, 
     emb = prompts.embeddings[classes, :cut]
     sub_tokens = type(tokens)(tokens.token_ids[classes], tokens.eot_index[classes],
                               {k: v[classes] for k, v in tokens.slot_starts.items()}, tokens.slot_lengths)
-    batch, num_cls, p = content.shape[0], emb.shape[0], split.length
+    batch, p = content.shape[0], split.length
     pos = clip.clip.positional_embedding[:cut].to(clip.dtype)
     filled = fill_attribute_slots(emb, sub_tokens, content) + pos  # (B, C, cut, D)
     if split.by_class:
-        prefix = (emb[:, :p] + pos[:p])  # (C, P, D): no image-dependent token before P
+        prefix = emb[:, :p] + pos[:p]  # (C, P, D): no image-dependent token before P
         suffix = filled[:, :, p:].transpose(0, 1)  # (C, B, S, D): rows first
     else:
         prefix = filled[:, 0, :p]  # (B, P, D): no class-dependent token before P
         suffix = filled[:, :, p:]  # (B, C, S, D)
     rows, fold, s_len, dim = suffix.shape
-    xs = suffix.reshape(rows * fold, s_len, dim)
-    xp = prefix
     eot = sub_tokens.eot_index - p  # positions inside the suffix
     eot = eot.repeat_interleave(batch) if split.by_class else eot.repeat(batch)
-    plan = prompts.plan
-    for edit in plan.edits_at(EMBED_LAYER):
-        xp, xs, eot = _apply(edit, xp, xs, eot)
-    for i, block in enumerate(clip.clip.transformer.resblocks):
-        for edit in plan.edits_at(i):
-            xp, xs, eot = _apply(edit, xp, xs, eot)
-        xp, xs = _run_split_block(block, xp, xs, fold, plan.side_branch(i))
-    feats = clip.text_pool(xs, eot)  # (rows*fold, E)
-    feats = feats.view(rows, fold, -1)
+    state = _prefix_state(clip, prefix, prompts.plan)
+    xs = suffix.reshape(rows * fold, s_len, dim)
+    blocks = clip.clip.transformer.resblocks
+    for layer in [EMBED_LAYER] + list(range(len(blocks))):
+        for edit, p_then in state.suffix_edits.get(layer, ()):
+            xs, eot = _apply_to_suffix(edit, xs, eot, p_then)
+        if layer >= 0:
+            xs = _suffix_block(blocks[layer], xs, state.keys[layer], state.values[layer], fold,
+                               prompts.plan.side_branch(layer))
+    feats = clip.text_pool(xs, eot).view(rows, fold, -1)
     return feats.transpose(0, 1) if split.by_class else feats
 
 
-def _apply(edit: TokenEdit, xp: torch.Tensor, xs: torch.Tensor, eot: torch.Tensor):
-    """Apply a shared-token edit to the prefix or the suffix part (batch-first tensors)."""
-    p = xp.shape[1]
+@dataclass
+class _PrefixState:
+    """Per layer, the prefix rows' keys and values ``(R, H, P_l, hd)``; and the edits that fall in
+    the suffix, each with the prefix length at the moment it applies."""
+
+    keys: list
+    values: list
+    suffix_edits: dict
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+# In the paper's order the prefix holds only the frozen baseline prompt: its keys and values are the
+# same at every step and batch, so they are computed once and reused (keyed by their exact inputs).
+_PREFIX_CACHE: "OrderedDict[str, _PrefixState]" = OrderedDict()
+PREFIX_CACHE_BYTES = 1 << 30
+
+
+def _prefix_state(clip, prefix: torch.Tensor, plan) -> _PrefixState:
+    grad_inputs = [prefix] + [e.tokens for e in plan.edits]
+    if torch.is_grad_enabled() and (any(t.requires_grad for t in grad_inputs) or plan.side_branches):
+        return _prefix_pass(clip, prefix, plan)  # the prefix carries gradients (official order, trained adapters)
+    key = _fingerprint(clip, grad_inputs, plan)
+    state = _PREFIX_CACHE.get(key)
+    if state is None:
+        with torch.no_grad():
+            state = _prefix_pass(clip, prefix, plan)
+        _PREFIX_CACHE[key] = state
+        while len(_PREFIX_CACHE) > 1 and sum(s.nbytes() for s in _PREFIX_CACHE.values()) > PREFIX_CACHE_BYTES:
+            _PREFIX_CACHE.popitem(last=False)
+    _PREFIX_CACHE.move_to_end(key)
+    return state
+
+
+def _fingerprint(clip, tensors: list, plan) -> str:
+    """Exact key of a prefix computation: input bytes, edit tokens and positions, the text tower."""
+    h = hashlib.sha1()
+    weight = clip.clip.transformer.resblocks[0].attn.in_proj_weight
+    h.update(f"{id(clip.clip)}:{weight.data_ptr()}:{weight._version}".encode())
+    for t in tensors:
+        t = t.detach().contiguous().cpu()
+        h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    h.update(repr([(e.layer, e.op, e.position) for e in plan.edits]).encode())
+    return h.hexdigest()
+
+
+def _prefix_pass(clip, xp: torch.Tensor, plan) -> _PrefixState:
+    """Run the prefix rows through every block, keeping each block's keys and values."""
+    blocks = clip.clip.transformer.resblocks
+    keys, values, suffix_edits = [], [], {}
+    for layer in [EMBED_LAYER] + list(range(len(blocks))):
+        for edit in plan.edits_at(layer):
+            if _in_prefix(edit, xp.shape[1]):
+                xp = _edit_bf(xp, edit, edit.position)
+            else:
+                suffix_edits.setdefault(layer, []).append((edit, xp.shape[1]))
+        if layer < 0:
+            continue
+        block = blocks[layer]
+        q, k, v = _qkv(block, xp)
+        keys.append(k)
+        values.append(v)
+        if layer == len(blocks) - 1:
+            break  # the suffix needs the last layer's keys and values, not the prefix's output
+        rows, p, dim = xp.shape
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(p, xp.device, q.dtype))
+        y = xp + F.linear(o.transpose(1, 2).reshape(rows, p, dim), block.attn.out_proj.weight, block.attn.out_proj.bias)
+        y = y + block.mlp(block.ln_2(y))
+        side = plan.side_branch(layer)
+        xp = y + side(block, xp.transpose(0, 1)).transpose(0, 1) if side is not None else y
+    return _PrefixState(keys, values, suffix_edits)
+
+
+def _in_prefix(edit: TokenEdit, p: int) -> bool:
     pos = edit.position
-    if edit.op == "insert" and pos is not None and 0 <= pos <= p:
-        return _edit_bf(xp, edit, pos), xs, eot
-    if edit.op == "replace" and pos is not None and pos >= 0 and pos + edit.length <= p:
-        return _edit_bf(xp, edit, pos), xs, eot
-    # Otherwise the edit lies in the suffix (positions relative to its start, or from the end).
+    if pos is None or pos < 0:
+        return False
+    return pos <= p if edit.op == "insert" else pos + edit.length <= p
+
+
+def _apply_to_suffix(edit: TokenEdit, xs: torch.Tensor, eot: torch.Tensor, p: int):
+    """Apply an edit lying in the suffix: positions relative to its start, or counted from the end."""
+    pos = edit.position
     local = None if pos is None else (pos - p if pos >= 0 else pos)
     if edit.op == "insert":
         if local is not None and local < 0:
             raise ValueError("a negative insert position is not supported by the fast text path")
         at = xs.shape[1] if local is None else local
         eot = torch.where(eot >= at, eot + edit.length, eot)
-    return xp, _edit_bf(xs, edit, local), eot
+    return _edit_bf(xs, edit, local), eot
 
 
 def _edit_bf(x: torch.Tensor, edit: TokenEdit, position) -> torch.Tensor:
@@ -143,31 +220,25 @@ def _edit_bf(x: torch.Tensor, edit: TokenEdit, position) -> torch.Tensor:
     return apply_edit(x.transpose(0, 1), moved).transpose(0, 1)
 
 
-def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """``(N, L, D) -> (N, H, L, D/H)``."""
+def _qkv(block, x: torch.Tensor):
+    """Queries, keys and values of a stock block's attention: ``(N, L, D)`` -> 3 × ``(N, H, L, D/H)``."""
     n, length, dim = x.shape
-    return x.view(n, length, num_heads, dim // num_heads).transpose(1, 2)
+    heads = block.attn.num_heads
+    qkv = F.linear(block.ln_1(x), block.attn.in_proj_weight, block.attn.in_proj_bias)
+    return (t.view(n, length, heads, dim // heads).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
 
 
-def _run_split_block(block, xp: torch.Tensor, xs: torch.Tensor, fold: int, side):
-    """One residual block over prefix rows ``(R, P, D)`` and suffixes ``(R·F, S, D)``.
+def _suffix_block(block, xs: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, fold: int, side) -> torch.Tensor:
+    """One residual block over suffixes ``(R·F, S, D)``, given the prefix rows' keys/values ``(R, H, P, hd)``.
 
-    Row r's F suffixes attend to row r's prefix keys/values (no copy: the F axis is folded into
-    the query length) and causally to themselves.
+    Row r's F suffixes attend to row r's prefix (no copy per pair: the F axis is folded into the
+    query length) and causally to themselves, under one softmax.
     """
     attn = block.attn
-    heads = attn.num_heads
-    rows, p, dim = xp.shape
-    s_len = xs.shape[1]
-    hd = dim // heads
-    w, b = attn.in_proj_weight, attn.in_proj_bias
-    hp, hs = block.ln_1(xp), block.ln_1(xs)
-    qp, kp, vp = (_heads(t, heads) for t in F.linear(hp, w, b).chunk(3, dim=-1))  # (R, H, P, hd)
-    qs, ks, vs = (_heads(t, heads) for t in F.linear(hs, w, b).chunk(3, dim=-1))  # (R·F, H, S, hd)
+    rows, heads, p, hd = kp.shape
+    s_len, dim = xs.shape[1], xs.shape[2]
+    qs, ks, vs = _qkv(block, xs)
     scale = hd ** -0.5
-    # Prefix: ordinary causal self-attention.
-    op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=causal_mask(p, xp.device, qp.dtype))
-    # Suffix: scores against the row's prefix (folded) and against itself (causal), one softmax.
     q_fold = qs.reshape(rows, fold, heads, s_len, hd).transpose(1, 2).reshape(rows, heads, fold * s_len, hd)
     sp = (q_fold @ kp.transpose(-1, -2)) * scale  # (R, H, F·S, P)
     sp = sp.reshape(rows, heads, fold, s_len, p).transpose(1, 2).reshape(rows * fold, heads, s_len, p)
@@ -175,14 +246,8 @@ def _run_split_block(block, xp: torch.Tensor, xs: torch.Tensor, fold: int, side)
     weights = torch.softmax(torch.cat([sp, ss], dim=-1), dim=-1)
     wp, ws = weights[..., :p], weights[..., p:]
     wp_fold = wp.reshape(rows, fold, heads, s_len, p).transpose(1, 2).reshape(rows, heads, fold * s_len, p)
-    os_prefix = (wp_fold @ vp).reshape(rows, heads, fold, s_len, hd).transpose(1, 2).reshape(rows * fold, heads, s_len, hd)
-    os_ = os_prefix + ws @ vs
-    out_p = F.linear(op.transpose(1, 2).reshape(rows, p, dim), attn.out_proj.weight, attn.out_proj.bias)
-    out_s = F.linear(os_.transpose(1, 2).reshape(rows * fold, s_len, dim), attn.out_proj.weight, attn.out_proj.bias)
-    yp, ys = xp + out_p, xs + out_s
-    yp = yp + block.mlp(block.ln_2(yp))
-    ys = ys + block.mlp(block.ln_2(ys))
-    if side is not None:
-        yp = yp + side(block, xp.transpose(0, 1)).transpose(0, 1)
-        ys = ys + side(block, xs.transpose(0, 1)).transpose(0, 1)
-    return yp, ys
+    out = (wp_fold @ vp).reshape(rows, heads, fold, s_len, hd).transpose(1, 2).reshape(rows * fold, heads, s_len, hd)
+    out = out + ws @ vs
+    y = xs + F.linear(out.transpose(1, 2).reshape(rows * fold, s_len, dim), attn.out_proj.weight, attn.out_proj.bias)
+    y = y + block.mlp(block.ln_2(y))
+    return y + side(block, xs.transpose(0, 1)).transpose(0, 1) if side is not None else y
