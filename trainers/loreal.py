@@ -8,6 +8,7 @@ Checkpoints hold the meta-nets and record which α/β files they were trained on
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import os.path as osp
 from typing import Any, ClassVar
@@ -95,9 +96,7 @@ class LorealTrainer(PromptTrainer):
         print(f"Attributes ({bank.path}): {', '.join(bank.attributes)}")
         model = LorealModel(self.clip, alpha, beta, bank.attributes, cfg)
         print(f"Students: alpha {self.student_files['alpha']}, beta {self.student_files['beta']}")
-        self.cache = None
-        if cfg.cache:
-            self.cache = self._embedding_cache(model.to(self.device))
+        self.cache = None  # built in before_train: an evaluation-only run never needs it
         return model
 
     def _load_student(self, learner, path: str, key: str) -> str:
@@ -126,6 +125,11 @@ class LorealTrainer(PromptTrainer):
         return REGISTERED_NAME, self.model.metanets
 
     # ------------------------------------------------------------------ cache
+    def before_train(self) -> None:
+        if self.loreal_config.cache and self.cache is None:
+            self.cache = self._embedding_cache(self.model)
+        super().before_train()
+
     def _embedding_cache(self, model: LorealModel):
         cfg, config = self.cfg, self.loreal_config
         items = self.dm.dataset.train_x
@@ -137,15 +141,13 @@ class LorealTrainer(PromptTrainer):
                  "transform": repr(transform.standard) + repr(transform.independent_lr),
                  "normalize": [list(cfg.INPUT.PIXEL_MEAN), list(cfg.INPUT.PIXEL_STD), "normalize" in cfg.INPUT.TRANSFORMS],
                  "views": config.cache_views, "seed": int(cfg.SEED),
-                 "images": tensor_digest([torch.tensor([hash_text(f"{x.impath}|{x.label}") for x in items])])}
+                 "images": hashlib.sha256("\n".join(f"{x.impath}|{x.label}" for x in items).encode()).hexdigest()}
         cache_dir = config.cache_dir or os.environ.get("LOREAL_CACHE") or osp.expanduser("~/.cache/loreal/embeddings")
         paths = [x.impath for x in items]
 
         def pairs(view: int):
             dataset = SeededViewDataset(paths, transform, seed=max(int(cfg.SEED), 0), view=view)
-            return DataLoader(dataset, batch_size=max(cfg.DATALOADER.TEST.BATCH_SIZE if "TEST" in cfg.DATALOADER
-                                                      else cfg.TEST.BATCH_SIZE, 1),
-                              num_workers=cfg.DATALOADER.NUM_WORKERS)
+            return DataLoader(dataset, batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS)
 
         def build():
             from tqdm import tqdm
@@ -222,12 +224,6 @@ def _other_baseline_run(path: str, baseline: str) -> str | None:
         if name != baseline and osp.isdir(osp.join(path, get_baseline(name).checkpoint_name)):
             return name
     return None
-
-
-def hash_text(text: str) -> int:
-    import zlib
-
-    return zlib.crc32(text.encode())
 
 
 def make_loreal_trainer(baseline: str) -> type[LorealTrainer]:

@@ -100,12 +100,19 @@ class LorealModel(nn.Module):
         return std, lr
 
     # ----------------------------------------------------------------- students
-    def student(self, learner: BaselineLearner, image: VisualOutput, condition: torch.Tensor) -> StudentOutput:
-        """Logits of one student whose attribute slots are filled from ``condition`` ``(B, E)``."""
+    def student(self, learner: BaselineLearner, image: VisualOutput, condition: torch.Tensor,
+                logits_grad: bool = True) -> StudentOutput:
+        """Logits of one student whose attribute slots are filled from ``condition`` ``(B, E)``.
+
+        ``logits_grad=False`` computes the logits without a graph (α as a detached teacher) while
+        the slot content keeps its gradient (LLD still trains through it).
+        """
         content = self.metanets(condition)
-        text = encode_conditioned_text(self.clip, learner, self.template_of(learner), content,
-                                       fast=self.config.fast_text, class_chunk=self.config.class_chunk)
-        return StudentOutput(learner.logits(image, text), content)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and logits_grad):
+            text = encode_conditioned_text(self.clip, learner, self.template_of(learner), content,
+                                           fast=self.config.fast_text, class_chunk=self.config.class_chunk)
+            logits = learner.logits(image, text)
+        return StudentOutput(logits, content)
 
     def conditions(self, std: VisualOutput, lr: VisualOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings that fill α's and β's prompts under the configured bridge."""
@@ -118,7 +125,8 @@ class LorealModel(nn.Module):
         """``L = CE(β) + λ1·HLD(α→β) + λ2/K·LLD(α, β)`` from the two views' frozen image outputs."""
         cfg = self.config
         cond_alpha, cond_beta = self.conditions(std, lr)
-        alpha = self.student(self.alpha, std, cond_alpha)
+        # α's logits only reach the loss through HLD as a detached teacher (unless MUTUAL_HLD): no graph.
+        alpha = self.student(self.alpha, std, cond_alpha, logits_grad=cfg.mutual_hld)
         beta = self.student(self.beta, lr, cond_beta)
         zero = beta.logits.main.new_zeros(())
         terms = {
