@@ -3,18 +3,15 @@ import clip
 import pytest
 import torch
 
-from loreal.baselines.base import PromptModel
 from loreal.baselines.coop import CoOpConfig, CoOpLearner, split_init
+from loreal.baselines.base import PromptModel
 from loreal.config import from_mapping, to_mapping, yacs_defaults
 from loreal.errors import CheckpointError, ConfigError
+from learner_logits import assert_matches, ours
 from reference_clip import reference_image_features, reference_logits, reference_text_features
 
 CLASSNAMES = ["golden_retriever", "aeroplane", "sea urchin", "cat"]
 TOKENIZER = clip.simple_tokenizer.SimpleTokenizer()
-TOL = 1e-5  # same computation as upstream (full 77-token text sequence): measured 0
-# PromptModel drops text positions after the last EOT (no kept token attends to them); the shorter
-# GEMMs round differently, and logit scale 100 turns those ulps into up to ~2.4e-5 (measured).
-CUT_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -60,27 +57,6 @@ def reference(clip_model, learner, images, position="end", prompt_prefix=None):
     prompts, ids = upstream_prompts(clip_model, CLASSNAMES, learner.ctx.detach(), prompt_prefix, n_ctx, position)
     text = reference_text_features(clip_model, prompts, ids)
     return reference_logits(clip_model, reference_image_features(clip_model, images), text)
-
-
-def ours(promptable, learner, images):
-    with torch.no_grad():
-        return PromptModel(promptable, learner)(images).main
-
-
-def ours_full_length(promptable, learner, images):
-    """``PromptModel.forward`` without cutting the text sequence at the EOT (upstream's 77 tokens)."""
-    with torch.no_grad():
-        image = promptable.encode_image(images, learner.image_plan())
-        prompts = learner.build_prompts()
-        text = promptable.encode_text(prompts.embeddings, prompts.tokens.eot_index, prompts.plan, cut_at_eot=False)
-        return learner.logits(image, text.pooled).main
-
-
-def assert_matches(promptable, learner, images, want):
-    assert (ours_full_length(promptable, learner, images) - want).abs().max() <= TOL
-    got = ours(promptable, learner, images)
-    assert got.shape == want.shape
-    assert (got - want).abs().max() <= CUT_TOL
 
 
 @pytest.mark.parametrize("size", [224, 96])

@@ -5,17 +5,16 @@ import clip
 import pytest
 import torch
 
-from loreal.baselines.base import PromptModel
 from loreal.baselines.coop import CoOpConfig, CoOpLearner
 from loreal.baselines.maple import MaPLeConfig, MaPLeLearner
 from loreal.clip.prompt import PromptTemplate, Slot
+from loreal.baselines.base import PromptModel
 from loreal.config import from_mapping, to_mapping, yacs_defaults
 from loreal.errors import CheckpointError, ConfigError
+from learner_logits import assert_matches, ours
 from reference_clip import reference_image_features, reference_logits, reference_text_features
 
 CLASSNAMES = ["golden_retriever", "aeroplane", "sea urchin", "cat"]
-TOL = 1e-5  # same computation as upstream (full 77-token text sequence)
-CUT_TOL = 1e-4  # PromptModel cuts the text at the EOT: fp32 rounding, amplified by logit scale 100
 
 
 @pytest.fixture(scope="module")
@@ -48,27 +47,6 @@ def upstream_logits(clip_model, ctx, proj, deep_text, deep_proj, images, prompt_
 def reference(clip_model, learner, images, prompt_prefix="a photo of a"):
     return upstream_logits(clip_model, learner.ctx, learner.proj, learner.compound_prompts_text,
                            learner.compound_prompt_projections, images, prompt_prefix, learner.n_ctx)
-
-
-def ours(promptable, learner, images):
-    with torch.no_grad():
-        return PromptModel(promptable, learner)(images).main
-
-
-def ours_full_length(promptable, learner, images):
-    """``PromptModel.forward`` without cutting the text sequence at the EOT (upstream's 77 tokens)."""
-    with torch.no_grad():
-        image = promptable.encode_image(images, learner.image_plan())
-        prompts = learner.build_prompts()
-        text = promptable.encode_text(prompts.embeddings, prompts.tokens.eot_index, prompts.plan, cut_at_eot=False)
-        return learner.logits(image, text.pooled).main
-
-
-def assert_matches(promptable, learner, images, want):
-    assert (ours_full_length(promptable, learner, images) - want).abs().max() <= TOL
-    got = ours(promptable, learner, images)
-    assert got.shape == want.shape == (images.shape[0], len(CLASSNAMES))
-    assert (got - want).abs().max() <= CUT_TOL
 
 
 @pytest.mark.parametrize("size", [224, 96])
