@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from loreal.attributes import load_bank
-from loreal.checkpoints import file_digest, read_checkpoint, resolve_checkpoint
+from loreal.checkpoints import file_digest, load_learner_checkpoint
 from loreal.config import from_mapping, to_mapping
 from loreal.data.views import SeededViewDataset, TwoViewTransform
 from loreal.errors import CheckpointError, ConfigError
@@ -101,25 +101,7 @@ class LorealTrainer(PromptTrainer):
 
     def _load_student(self, learner, path: str, key: str) -> str:
         """Load a baseline checkpoint (ours or upstream's) into a student; returns the file used."""
-        try:
-            file = resolve_checkpoint(path, [learner.checkpoint_name, learner.name])
-        except FileNotFoundError as exc:
-            if osp.isdir(osp.join(path, REGISTERED_NAME)):
-                raise CheckpointError(f"TRAINER.LOREAL.{key} points at a LOREAL run ({path}); it needs the "
-                                      f"{self.baseline} baseline run (stage 1 for alpha, stage 2 for beta)") from exc
-            other = _other_baseline_run(path, self.baseline)
-            if other:
-                raise CheckpointError(f"TRAINER.LOREAL.{key}: {path} is a {other} checkpoint, but this run trains "
-                                      f"{self.baseline}: point it at a {self.baseline} run") from exc
-            raise type(exc)(f"TRAINER.LOREAL.{key}: {exc}") from exc
-        ckpt = read_checkpoint(file)
-        meta = ckpt.get("meta") or {}
-        if meta.get("loreal"):
-            raise CheckpointError(f"TRAINER.LOREAL.{key} points at a LOREAL checkpoint ({file}); it needs the "
-                                  f"{self.baseline} baseline run (stage 1 for alpha, stage 2 for beta)")
-        self.check_meta(meta, file)
-        learner.load_trainable_state_dict(ckpt.get("state_dict", ckpt), source=file)
-        return file
+        return load_learner_checkpoint(learner, path, check_meta=self.check_meta, what=f"TRAINER.LOREAL.{key}")
 
     def registered_module(self) -> tuple[str, nn.Module]:
         return REGISTERED_NAME, self.model.metanets
@@ -212,18 +194,6 @@ class LorealTrainer(PromptTrainer):
             raise CheckpointError(
                 f"{path}: these meta-nets were trained with student beta {recorded.get('path')}, but this run loaded "
                 f"{self.student_files['beta']} (different weights): set TRAINER.LOREAL.BETA_CHECKPOINT to the former")
-
-
-def _other_baseline_run(path: str, baseline: str) -> str | None:
-    """The baseline whose registered folder a Dassl output folder holds, if not ``baseline``."""
-    from loreal.baselines import get_baseline, list_baselines
-
-    if not osp.isdir(path):
-        return None
-    for name in list_baselines():
-        if name != baseline and osp.isdir(osp.join(path, get_baseline(name).checkpoint_name)):
-            return name
-    return None
 
 
 def make_loreal_trainer(baseline: str) -> type[LorealTrainer]:

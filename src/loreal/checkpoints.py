@@ -79,18 +79,55 @@ def file_digest(path: str, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
-def load_learner_checkpoint(learner, path: str, epoch: int | None = None) -> str:
+def load_learner_checkpoint(learner, path: str, epoch: int | None = None, check_meta=None,
+                            what: str = "the checkpoint") -> str:
     """Load a baseline learner's weights (ours or an upstream repo's); returns the file used.
 
-    Our checkpoints carry a ``meta`` block (baseline, backbone): a mismatch is an error naming
+    Args:
+        learner: the :class:`~loreal.baselines.BaselineLearner` to fill.
+        path: a checkpoint file or a Dassl output folder.
+        epoch: ``model.pth.tar-<epoch>``; None = best, else the newest.
+        check_meta: optional ``f(meta, file)`` raising on a mismatch (the trainers check the CLIP weights).
+        what: how error messages name ``path`` (e.g. the config key that set it).
+
+    Our checkpoints carry a ``meta`` block: another baseline, or a LOREAL file, is an error naming
     both. Upstream files carry none; their keys are converted and loaded strictly.
     """
-    file = resolve_checkpoint(path, [learner.checkpoint_name, learner.name], epoch)
+    try:
+        file = resolve_checkpoint(path, [learner.checkpoint_name, learner.name], epoch)
+    except MissingFileError as exc:
+        other = _run_kind(path, learner.name)
+        if other == "LOREAL":
+            raise CheckpointError(f"{what} points at a LOREAL run ({path}); it needs the {learner.name} baseline "
+                                  f"run (stage 1 for alpha, stage 2 for beta)") from exc
+        if other:
+            raise CheckpointError(f"{what}: {path} is a {other} checkpoint, but this run trains {learner.name}: "
+                                  f"point it at a {learner.name} run") from exc
+        raise MissingFileError(f"{what}: {exc}") from exc
     ckpt = read_checkpoint(file)
     meta = ckpt.get("meta") or {}
+    if meta.get("loreal"):
+        raise CheckpointError(f"{what} points at a LOREAL checkpoint ({file}); it needs the {learner.name} "
+                              f"baseline run (stage 1 for alpha, stage 2 for beta)")
     if meta.get("baseline") and meta["baseline"] != learner.name:
-        raise CheckpointError(f"{file} is a {meta['baseline']} checkpoint, but this run builds {learner.name}: "
-                              f"point it at a {learner.name} run")
-    state = ckpt.get("state_dict", ckpt)
-    learner.load_trainable_state_dict(state, source=file)
+        raise CheckpointError(f"{what}: {file} is a {meta['baseline']} checkpoint, but this run trains "
+                              f"{learner.name}: point it at a {learner.name} run")
+    if check_meta is not None:
+        check_meta(meta, file)
+    learner.load_trainable_state_dict(ckpt.get("state_dict", ckpt), source=file)
     return file
+
+
+def _run_kind(path: str, baseline: str) -> str | None:
+    """What a Dassl output folder holds when it is not a ``baseline`` run: "LOREAL", another
+    baseline's name, or None."""
+    from .baselines import get_baseline, list_baselines
+
+    if not os.path.isdir(path):
+        return None
+    if os.path.isdir(os.path.join(path, "LOREAL")):
+        return "LOREAL"
+    for name in list_baselines():
+        if name != baseline and os.path.isdir(os.path.join(path, get_baseline(name).checkpoint_name)):
+            return name
+    return None
