@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from loreal.attributes import load_bank
-from loreal.checkpoints import file_digest, load_learner_checkpoint
+from loreal.checkpoints import LOREAL_CHECKPOINT_NAME, file_digest, load_learner_checkpoint
 from loreal.config import from_mapping, to_mapping
 from loreal.data.views import SeededViewDataset, TwoViewTransform
 from loreal.errors import CheckpointError, ConfigError
@@ -30,7 +30,7 @@ from .config import register_config
 
 register_config(LorealConfig)
 
-REGISTERED_NAME = "LOREAL"
+REGISTERED_NAME = LOREAL_CHECKPOINT_NAME
 
 
 def two_view_transform(cfg: Any, config: LorealConfig) -> TwoViewTransform:

@@ -13,6 +13,9 @@ import torch
 
 from .errors import CheckpointError, MissingFileError
 
+LOREAL_CHECKPOINT_NAME = "LOREAL"
+"""The name LOREAL's trainers register their meta-nets under (``<output>/LOREAL/model.pth.tar-N``)."""
+
 _SAFE_GLOBALS: list = []
 
 
@@ -97,7 +100,7 @@ def load_learner_checkpoint(learner, path: str, epoch: int | None = None, check_
         file = resolve_checkpoint(path, [learner.checkpoint_name, learner.name], epoch)
     except MissingFileError as exc:
         other = _run_kind(path, learner.name)
-        if other == "LOREAL":
+        if other == LOREAL_CHECKPOINT_NAME:
             raise CheckpointError(f"{what} points at a LOREAL run ({path}); it needs the {learner.name} baseline "
                                   f"run (stage 1 for alpha, stage 2 for beta)") from exc
         if other:
@@ -125,8 +128,8 @@ def _run_kind(path: str, baseline: str) -> str | None:
 
     if not os.path.isdir(path):
         return None
-    if os.path.isdir(os.path.join(path, "LOREAL")):
-        return "LOREAL"
+    if os.path.isdir(os.path.join(path, LOREAL_CHECKPOINT_NAME)):
+        return LOREAL_CHECKPOINT_NAME
     for name in list_baselines():
         if name != baseline and os.path.isdir(os.path.join(path, get_baseline(name).checkpoint_name)):
             return name

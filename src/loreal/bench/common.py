@@ -90,3 +90,12 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def report(result: dict, columns: Sequence[tuple[str, str, str]], title: str, as_json: bool) -> int:
+    """Print a benchmark's result as JSON or as a titled table; returns the exit code."""
+    if as_json:
+        dump_json(result)
+    else:
+        print_table(result["rows"], columns, title=title)
+    return 0

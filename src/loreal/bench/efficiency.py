@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from .common import describe_device, dump_json, peak_memory_mb, print_table, time_ms
+from .common import describe_device, peak_memory_mb, report, time_ms
 
 BASELINE_OF = {"CoOp_LOREAL": "CoOp", "MaPLe_LOREAL": "MaPLe", "MMA_LOREAL": "MMA", "MMRL_LOREAL": "MMRL"}
 
@@ -121,10 +121,6 @@ def add_parser(subparsers) -> None:
 def main(args: argparse.Namespace) -> int:
     result = run(args.trainer, args.size, args.backbone, not args.weights, args.train_batch, args.test_batch,
                  args.classes, args.repeats, args.device)
-    if args.json:
-        dump_json(result)
-    else:
-        print_table(result["rows"], COLUMNS, title=f"{result['trainer']} at φ={result['size']}, {result['backbone']}, "
+    return report(result, COLUMNS, f"{result['trainer']} at φ={result['size']}, {result['backbone']}, "
                     f"{result['classes']} classes, train batch {result['train_batch']}, test batch "
-                    f"{result['test_batch']}, {result['device']}")
-    return 0
+                    f"{result['test_batch']}, {result['device']}", args.json)

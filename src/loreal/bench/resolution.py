@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from .common import describe_device, dump_json, peak_memory_mb, print_table, time_ms
+from .common import describe_device, peak_memory_mb, report, time_ms
 
 DEFAULT_SIZES = (224, 192, 144, 96)
 
@@ -79,9 +79,5 @@ def add_parser(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     result = run(args.backbone, args.random_init, args.sizes, args.batch, args.repeats, args.device, args.precision)
-    if args.json:
-        dump_json(result)
-    else:
-        print_table(result["rows"], COLUMNS, title=f"Image tower, {result['backbone']}"
-                    f"{' (random weights)' if result['random_init'] else ''}, batch {result['batch']}, {result['device']}")
-    return 0
+    return report(result, COLUMNS, f"Image tower, {result['backbone']}"
+                    f"{' (random weights)' if result['random_init'] else ''}, batch {result['batch']}, {result['device']}", args.json)

@@ -16,23 +16,18 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from .common import describe_device, dump_json, peak_memory_mb, print_table, time_ms
+from .common import describe_device, peak_memory_mb, report, time_ms
 
 MODES = ("naive", "eot-cut", "shared-prefix")
 
 
 def _features(model, learner, content, mode: str):
-    from ..method.text import encode_conditioned_text, fill_attribute_slots
+    from ..method.text import encode_conditioned_text, encode_plain
 
     template = model.template_of(learner)
     if mode == "shared-prefix":
         return encode_conditioned_text(model.clip, learner, template, content, fast=True)
-    prompts = learner.build_prompts(template)
-    filled = fill_attribute_slots(prompts.embeddings, prompts.tokens, content)
-    b, c, length, dim = filled.shape
-    out = model.clip.encode_text(filled.reshape(b * c, length, dim), prompts.tokens.eot_index.repeat(b),
-                                 prompts.plan, cut_at_eot=(mode == "eot-cut"))
-    return out.pooled.view(b, c, -1)
+    return encode_plain(model.clip, learner.build_prompts(template), content, cut_at_eot=(mode == "eot-cut"))
 
 
 def run(backbone: str = "ViT-B/16", random_init: bool = True, baseline: str = "CoOp", batch: int = 4,
@@ -99,10 +94,6 @@ def add_parser(subparsers) -> None:
 def main(args: argparse.Namespace) -> int:
     result = run(args.backbone, not args.weights, args.baseline, args.batch, args.classes, args.order,
                  args.repeats, args.device)
-    if args.json:
-        dump_json(result)
-    else:
-        print_table(result["rows"], COLUMNS, title=f"LOREAL text encoding, {result['baseline']} on {result['backbone']} "
+    return report(result, COLUMNS, f"LOREAL text encoding, {result['baseline']} on {result['backbone']} "
                     f"text tower, B={result['batch']} C={result['classes']} ({result['pairs']} prompts), "
-                    f"{result['prompt_order']} order, {result['device']}")
-    return 0
+                    f"{result['prompt_order']} order, {result['device']}", args.json)

@@ -30,10 +30,7 @@ from ..clip.plan import EMBED_LAYER
 from ..clip.promptable import apply_edit
 from ..layers import causal_mask
 from .prompt import attribute_slot
-
-
-def available() -> bool:
-    return True
+from .text import encode_plain, fill_attribute_slots
 
 
 @dataclass
@@ -73,16 +70,11 @@ def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, cl
         content: ``(B, K, M, D)`` meta-net output for each image.
         class_chunk: classes per chunk (bounds memory); 0 = all at once.
     """
-    from .text import fill_attribute_slots
-
     num_cls = prompts.embeddings.shape[0]
     cut = int(prompts.tokens.eot_index.max()) + 1
     split = choose_split(prompts, content.shape[1], cut)
     if split is None:
-        filled = fill_attribute_slots(prompts.embeddings, prompts.tokens, content)
-        b, c, length, dim = filled.shape
-        out = clip.encode_text(filled.reshape(b * c, length, dim), prompts.tokens.eot_index.repeat(b), prompts.plan)
-        return out.pooled.view(b, c, -1)
+        return encode_plain(clip, prompts, content)
     chunk = class_chunk if class_chunk > 0 else num_cls
     parts = [_encode_chunk(clip, prompts, content, split, cut, slice(s, min(s + chunk, num_cls)))
              for s in range(0, num_cls, chunk)]
@@ -90,8 +82,6 @@ def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, cl
 
 
 def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, classes: slice) -> torch.Tensor:
-    from .text import fill_attribute_slots
-
     tokens = prompts.tokens
     emb = prompts.embeddings[classes, :cut]
     sub_tokens = type(tokens)(tokens.token_ids[classes], tokens.eot_index[classes],

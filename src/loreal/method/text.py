@@ -27,21 +27,26 @@ def fill_attribute_slots(embeddings: torch.Tensor, tokens, content: torch.Tensor
     return out
 
 
+def encode_plain(clip: PromptableCLIP, prompts, content: torch.Tensor, cut_at_eot: bool = True) -> torch.Tensor:
+    """The reference path: all B·C filled prompts through the text tower; ``(B, C, E)``."""
+    filled = fill_attribute_slots(prompts.embeddings, prompts.tokens, content)
+    batch, num_cls, length, dim = filled.shape
+    eot = prompts.tokens.eot_index.repeat(batch)
+    out = clip.encode_text(filled.reshape(batch * num_cls, length, dim), eot, prompts.plan, cut_at_eot=cut_at_eot)
+    return out.pooled.view(batch, num_cls, -1)
+
+
 def encode_conditioned_text(clip: PromptableCLIP, learner: BaselineLearner, template: PromptTemplate,
                             content: torch.Tensor, fast: bool = True, class_chunk: int = 0) -> torch.Tensor:
     """``(B, C, E)`` text features of ``template`` for every class, conditioned per image.
 
     The plain path encodes all B·C prompts, cut after the last EOT. ``fast`` selects the
-    shared-prefix path where it is available (same numbers, less work); see :mod:`.fast_text`.
+    shared-prefix path (same numbers, less work; see :mod:`.fast_text`), which itself falls back
+    to the plain path where no exact split exists.
     """
     prompts = learner.build_prompts(template)
     if fast:
         from . import fast_text
 
-        if fast_text.available():
-            return fast_text.encode(clip, prompts, content, class_chunk)
-    filled = fill_attribute_slots(prompts.embeddings, prompts.tokens, content)
-    batch, num_cls, length, dim = filled.shape
-    eot = prompts.tokens.eot_index.repeat(batch)
-    out = clip.encode_text(filled.reshape(batch * num_cls, length, dim), eot, prompts.plan)
-    return out.pooled.view(batch, num_cls, -1)
+        return fast_text.encode(clip, prompts, content, class_chunk)
+    return encode_plain(clip, prompts, content)
