@@ -91,7 +91,9 @@ def test_student_logits_equal_a_per_image_reference(promptable, views):
 
 
 def test_each_loss_equals_its_plain_formula(promptable, views):
+    # τ = 4 divides HLD's logits only; LLD's cosines use their own temperature (default 1).
     model = make_model(promptable, temp=4.0, lambda1=1.0, lambda2=2.0)
+    assert model.config.lld_temp == 1.0
     with torch.no_grad():
         std, lr = model.encode_views(views[0], views[1])
         out = model.training_step(std, lr, views[2])
@@ -103,7 +105,7 @@ def test_each_loss_equals_its_plain_formula(promptable, views):
     total_lld = 0.0
     for i in range(3):
         for k in range(5):
-            sims = torch.stack([F.cosine_similarity(ca[i, k], cb[i, j], dim=0) for j in range(5)]) / 4
+            sims = torch.stack([F.cosine_similarity(ca[i, k], cb[i, j], dim=0) for j in range(5)])
             total_lld += -torch.log_softmax(sims, 0)[k]
     lld_ref = total_lld / 3
     assert torch.allclose(out.terms["ce"], ce, atol=1e-5)

@@ -36,7 +36,10 @@ class LorealConfig:
         prompt_order: "paper" (default) or "official" (attributes first).
         bridge: "cross" (default), "lr_to_st", "st_to_lr" or "none" (ablations).
         lambda1, lambda2: weights of HLD and LLD (paper: 1 and 2; LLD is divided by K).
-        temp: distillation temperature τ of HLD and LLD (paper 4; official configs 1).
+        temp: distillation temperature τ of HLD (paper 4; official configs 1).
+        lld_temp: temperature of LLD's cosine similarities (official code 1, which is also the
+            default here: the paper gives none for LLD, and τ = 4 would squeeze its logits into
+            [-0.25, 0.25] so that LLD barely trains).
         mutual_hld: let HLD's gradient reach the α path too (default: α is a detached teacher).
         use_ce, use_hld, use_lld: switch loss terms off for ablations.
         std_size: side of the standard-resolution view of student α (CLIP's 224). φ, the LR
@@ -64,6 +67,7 @@ class LorealConfig:
     lambda1: float = 1.0
     lambda2: float = 2.0
     temp: float = 4.0
+    lld_temp: float = 1.0
     mutual_hld: bool = False
     use_ce: bool = True
     use_hld: bool = True
@@ -86,8 +90,9 @@ class LorealConfig:
         for name in ("k", "m", "hidden_dim", "cache_views", "std_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TRAINER.LOREAL.{name.upper()} must be at least 1, got {getattr(self, name)}")
-        if self.temp <= 0:
-            raise ConfigError(f"TRAINER.LOREAL.TEMP must be positive, got {self.temp}")
+        for name in ("temp", "lld_temp"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"TRAINER.LOREAL.{name.upper()} must be positive, got {getattr(self, name)}")
         if not (self.use_ce or self.use_hld or self.use_lld):
             raise ConfigError("every loss term is switched off (USE_CE, USE_HLD, USE_LLD): nothing would train")
 

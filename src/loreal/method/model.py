@@ -132,7 +132,7 @@ class LorealModel(nn.Module):
         terms = {
             "ce": F.cross_entropy(beta.logits.main, labels) if cfg.use_ce else zero,
             "hld": hld(alpha.logits.main, beta.logits.main, cfg.temp, not cfg.mutual_hld) if cfg.use_hld else zero,
-            "lld": lld(alpha.content.mean(2), beta.content.mean(2), cfg.temp) if cfg.use_lld else zero,
+            "lld": lld(alpha.content.mean(2), beta.content.mean(2), cfg.lld_temp) if cfg.use_lld else zero,
         }
         loss = terms["ce"] + cfg.lambda1 * terms["hld"] + cfg.lambda2 / cfg.k * terms["lld"]
         return TrainOutput(loss, {k: v.detach() for k, v in terms.items()}, alpha, beta)
