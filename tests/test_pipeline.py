@@ -138,6 +138,8 @@ FAKE_TRAIN = textwrap.dedent("""\
     print("training", out)
     mode = os.environ.get("FAKE_MODE", "ok")
     open(os.path.join(out, "epoch1"), "w").close()
+    with open(os.path.join(out, "log.txt"), "w") as f:
+        f.write("accuracy: 1%")
     if mode == "fail":
         print("Traceback: something broke", file=sys.stderr)
         sys.exit(3)
@@ -191,8 +193,8 @@ def test_runner_reruns_a_killed_stage_and_keeps_its_log(tmp_path, fake_python, m
     assert [r.status for r in second] == ["done", "done"]
     assert calls(tmp_path) == ["a fresh", "a resumed", "b fresh"]  # re-run into the same folder, not skipped
     assert any("interrupted run" in line for line in lines)
-    logs = sorted(f for f in os.listdir(stages[0].output_dir) if f.startswith("stdout"))
-    assert logs == ["stdout.2.txt", "stdout.txt"]  # the killed attempt's log is kept
+    logs = sorted(f for f in os.listdir(stages[0].output_dir) if f.startswith(("stdout", "log")))
+    assert logs == ["log.interrupted.txt", "log.txt", "stdout.2.txt", "stdout.txt"]  # the killed attempt's logs kept
 
 
 def test_runner_stops_at_a_failure_with_its_log_tail(tmp_path, fake_python, monkeypatch):

@@ -45,6 +45,14 @@ def new_log_path(output_dir: str, name: str = "stdout.txt") -> str:
     return path
 
 
+def set_aside_log(output_dir: str) -> None:
+    """Rename an interrupted attempt's Dassl ``log.txt`` (to ``log.interrupted.txt``, ...), so that
+    ``log.txt``, where results are read, is the finished attempt's (Dassl would write beside it)."""
+    old = os.path.join(output_dir, "log.txt")
+    if os.path.isfile(old):
+        os.rename(old, new_log_path(output_dir, "log.interrupted.txt"))
+
+
 def run_stage(stage: Stage, *, python: str = sys.executable, env: Mapping[str, str] | None = None,
               dry_run: bool = False, log: Callable[[str], None] = print, quiet: bool = False) -> StageResult:
     """Run one stage unless it is done.
@@ -70,6 +78,7 @@ def run_stage(stage: Stage, *, python: str = sys.executable, env: Mapping[str, s
     if state == "interrupted":
         log(f"[{stage.name}] {stage.output_dir} holds an interrupted run (no completion marker): running it again "
             f"there (training resumes from its last saved epoch)")
+        set_aside_log(stage.output_dir)
     else:
         log(f"[{stage.name}] -> {stage.output_dir}")
     os.makedirs(stage.output_dir, exist_ok=True)
