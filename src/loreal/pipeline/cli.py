@@ -68,7 +68,9 @@ def check_opts(opts: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_opts(args.opts)
-    kw = dict(root=args.root, output=args.output, shots=args.shots, alpha=args.alpha, opts=args.opts)
+    # α is recorded in LOREAL's checkpoint: an absolute path stays valid from any folder.
+    alpha = os.path.abspath(args.alpha) if args.alpha else None
+    kw = dict(root=args.root, output=args.output, shots=args.shots, alpha=alpha, opts=args.opts)
     if args.pipeline != "lr-base2new":
         kw.update(targets=args.targets, source=args.source)
     positional = [getattr(args, a) for a in POSITIONALS[args.pipeline]]
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.alpha:
         from .alpha import check_alpha
 
-        print(f"student alpha reused: {check_alpha(args.alpha, args.baseline)}")
+        print(f"student alpha reused: {check_alpha(alpha, args.baseline)}")
     results = run_pipeline(stages, python=args.python, dry_run=args.dry_run, quiet=args.quiet)
     if args.dry_run:
         return 0
