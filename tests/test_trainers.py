@@ -543,5 +543,5 @@ def test_train_py_runs_as_a_script_and_honours_seed_zero(env, trained):
 def test_train_py_help_names_every_registered_trainer(train_py):
     text = " ".join(train_py.build_parser().format_help().split())
     for name in ("CoOp", "MaPLe", "MMA", "MultiModalAdapter", "MMRL", "CoOp_LOREAL", "MaPLe_LOREAL", "MMA_LOREAL",
-                 "MMRL_LOREAL"):
+                 "MMRL_LOREAL", "LOREAL_CoOp", "LOREAL_MaPLe", "LOREAL_MMA", "LOREAL_MMRL"):
         assert name in text

@@ -54,8 +54,8 @@ def print_args(args: argparse.Namespace, cfg) -> None:
 
 
 def trainer_names() -> list[str]:
-    """Every trainer this package registers (the baselines and their LOREAL versions)."""
-    return [cls.__name__ for cls in loreal.trainers.TRAINERS + loreal.trainers.LOREAL_TRAINERS]
+    """Every trainer this package registers (the baselines, their LOREAL versions, the clash-free names)."""
+    return [cls.__name__ for cls in loreal.trainers.TRAINERS + loreal.trainers.LOREAL_TRAINERS + loreal.trainers.CLASH_FREE]
 
 
 def build_parser() -> argparse.ArgumentParser:
