@@ -51,6 +51,12 @@ def _check(baseline: str, size: int, shots: int) -> None:
         raise ConfigError(f"size and shots must be positive (got size {size}, shots {shots})")
 
 
+def _students(alpha_dir: str, beta_dir: str) -> tuple[list[str], list[str]]:
+    """Opts naming the students: both to train LOREAL; β alone to evaluate it (inference never uses α)."""
+    beta = ["TRAINER.LOREAL.BETA_CHECKPOINT", beta_dir]
+    return ["TRAINER.LOREAL.ALPHA_CHECKPOINT", alpha_dir, *beta], beta
+
+
 class _Runs:
     """Argument lists of one pipeline's runs (what every run shares, then its own)."""
 
@@ -86,7 +92,7 @@ def lr_base2new(baseline: str, config: str, loreal_config: str, dataset: str, se
     beta_dir = folder("train_base", baseline, runs.cfg)
     loreal_dir = folder("train_base", loreal_trainer(baseline), runs.lcfg)
     alpha_need = () if alpha else (alpha_dir,)
-    students = ["TRAINER.LOREAL.ALPHA_CHECKPOINT", alpha_dir, "TRAINER.LOREAL.BETA_CHECKPOINT", beta_dir]
+    students, beta_only = _students(alpha_dir, beta_dir)
 
     def run(name: str, trainer: str, out: str, sub: str, size_: int, needs: tuple, *extra: str, more=()) -> Stage:
         opts_ = ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", sub, *method_opts(baseline, "b2n"),
@@ -102,8 +108,8 @@ def lr_base2new(baseline: str, config: str, loreal_config: str, dataset: str, se
         run("beta", base, beta_dir, "base", size, ()),
         evaluate("beta_new", base, folder("test_new", baseline, runs.cfg), beta_dir, "new", (beta_dir,)),
         run("loreal", lore, loreal_dir, "base", size, alpha_need + (beta_dir,), more=students),
-        evaluate("loreal_new", lore, folder("test_new", lore, runs.lcfg), loreal_dir, "new",
-                 alpha_need + (beta_dir, loreal_dir), more=students),
+        evaluate("loreal_new", lore, folder("test_new", lore, runs.lcfg), loreal_dir, "new", (beta_dir, loreal_dir),
+                 more=beta_only),
     ]
     stages += [evaluate(f"alpha_{sub}", base, folder(f"test_alpha_{sub}", baseline, runs.cfg), alpha_dir, sub,
                         alpha_need) for sub in ("base", "new")]
@@ -128,7 +134,7 @@ def _lr_transfer(baseline: str, config: str, loreal_config: str, seed: int, size
     beta_dir = folder(lr, "train", src, baseline, runs.cfg)
     loreal_dir = folder(lr, "train", src, lore, runs.lcfg)
     alpha_need = () if alpha else (alpha_dir,)
-    students = ["TRAINER.LOREAL.ALPHA_CHECKPOINT", alpha_dir, "TRAINER.LOREAL.BETA_CHECKPOINT", beta_dir]
+    students, beta_only = _students(alpha_dir, beta_dir)
     xd = method_opts(baseline, "xd")
 
     def train(name: str, trainer: str, out: str, size_: int, needs: tuple, more=()) -> Stage:
@@ -144,8 +150,8 @@ def _lr_transfer(baseline: str, config: str, loreal_config: str, seed: int, size
                train("loreal", lore, loreal_dir, size, alpha_need + (beta_dir,), more=students)]
     stages += [evaluate("beta", base, t, folder(lr, "test", t, baseline, runs.cfg), beta_dir, (beta_dir,))
                for t in targets]
-    stages += [evaluate("loreal", lore, t, folder(lr, "test", t, lore, runs.lcfg), loreal_dir,
-                        alpha_need + (beta_dir, loreal_dir), more=students) for t in targets]
+    stages += [evaluate("loreal", lore, t, folder(lr, "test", t, lore, runs.lcfg), loreal_dir, (beta_dir, loreal_dir),
+                        more=beta_only) for t in targets]
     # The "trained at 224, tested at φ" row, on the source as well (its own run tests at 224 only).
     stages += [evaluate("alpha", base, t, folder(lr, "test_alpha", t, baseline, runs.cfg), alpha_dir, alpha_need)
                for t in (source, *targets)]
