@@ -15,7 +15,7 @@ COMMANDS = [
     ("bench", "benchmarks (tables, or JSON with --json)", ["loreal.bench.resolution", "loreal.bench.text", "loreal.bench.efficiency"]),
 ]
 # Single-level commands: module whose add_parser(subparsers) adds the command itself.
-TOP_LEVEL: list[str] = ["loreal.demo", "loreal.attributes.cli", "loreal.results"]
+TOP_LEVEL: list[str] = ["loreal.demo", "loreal.attributes.cli", "loreal.results", "loreal.reproduce.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,11 @@
-"""The grid manifest: ``loreal_grid.json`` in an output folder says which grid the folder belongs to.
+"""The grid manifest: ``loreal_grid.json`` in an output folder records the grids run there.
 
-A folder holds one grid's runs. Another grid may reuse it only when it is the same grid or its runs are
-a subset of a grid already recorded (``--force-grid`` records the new one, keeping every finished run).
-``loreal results`` reads the manifest to know which cells a complete grid has.
+A run's output path names its benchmark, φ, dataset, shots, baseline, config and seed, but not the data
+root, the config files' content choice or extra opts: two grids that differ in those (``IDENTITY``) would
+mix incomparable runs in one table, so the second is refused with the way out (``--output`` elsewhere, or
+``--force-grid``). Grids that agree on them may share the folder (and its α/β runs): adding a φ, a seed or
+an ablation preset is fine, and each is recorded. ``loreal results`` reads the manifest to know which cells
+a complete grid has, so missing runs show as missing.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from ..errors import ConfigError
 
 MANIFEST = "loreal_grid.json"
 VERSION = 1
+IDENTITY = ("root", "config", "loreal_config", "opts")
 
 
 def read(root: str | Path) -> dict[str, Any] | None:
@@ -25,37 +29,47 @@ def read(root: str | Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ConfigError(f"{path} is not a grid manifest ({exc}): move it away or pass --force-grid") from None
-    if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("grid"), dict):
+    if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("grids"), list):
         raise ConfigError(f"{path} is not a version-{VERSION} grid manifest: move it away or pass --force-grid")
     return data
 
 
-def write(root: str | Path, grid: dict[str, Any], runs: list[str]) -> Path:
-    """Record ``grid`` (its settings) and the output folders of its runs; atomic (tmp file + os.replace)."""
+def identity(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: settings.get(k) for k in IDENTITY}
+
+
+def check(root: str | Path, settings: dict[str, Any], force: bool = False) -> None:
+    """Refuse a folder holding a grid that differs in what run paths do not say, unless ``force``.
+
+    Raises:
+        ConfigError: naming the differing settings and the two ways out.
+    """
+    if force:
+        return
+    old = read(root)
+    if old is None or old["identity"] == identity(settings):
+        return
+    diff = [k for k in IDENTITY if old["identity"].get(k) != settings.get(k)]
+    details = "; ".join(f"{k}: there {old['identity'].get(k)!r}, now {settings.get(k)!r}" for k in diff)
+    raise ConfigError(f"{Path(root)} holds the runs of a different grid ({details}), which its runs' folders do "
+                      f"not tell apart. Give this grid its own folder with --output DIR, or pass --force-grid to "
+                      f"record this grid there (finished runs are kept and reused, nothing is deleted)")
+
+
+def write(root: str | Path, settings: dict[str, Any], force: bool = False) -> Path:
+    """Record ``settings`` (added to the grids already there; ``force``: replacing them); atomic."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    old = None if force else read(root)
+    grids = list(old["grids"]) if old else []
+    if settings not in grids:
+        grids.append(settings)
     path = root / MANIFEST
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"version": VERSION, "grid": grid, "runs": sorted(runs)}, indent=2) + "\n",
+    tmp.write_text(json.dumps({"version": VERSION, "identity": identity(settings), "grids": grids}, indent=2) + "\n",
                    encoding="utf-8")
     os.replace(tmp, path)
     return path
-
-
-def check(root: str | Path, grid: dict[str, Any], runs: list[str], force: bool = False) -> None:
-    """Refuse a folder holding another grid's runs, unless this grid's runs are all part of it or ``force``.
-
-    Raises:
-        ConfigError: naming both grids and the two ways out.
-    """
-    old = read(root)
-    if old is None or force or old["grid"] == grid or set(runs) <= set(old.get("runs", ())):
-        return
-    diff = sorted(k for k in set(old["grid"]) | set(grid) if old["grid"].get(k) != grid.get(k))
-    details = "; ".join(f"{k}: recorded {old['grid'].get(k)!r}, now {grid.get(k)!r}" for k in diff)
-    raise ConfigError(f"{Path(root) / MANIFEST} belongs to a different grid ({details}). Give this grid its own "
-                      f"folder with --output DIR, or pass --force-grid to record this grid there (finished runs "
-                      f"are kept and reused, nothing is deleted)")
 
 
 def expected_cells(root: str | Path) -> dict[str, Any]:
@@ -66,12 +80,13 @@ def expected_cells(root: str | Path) -> dict[str, Any]:
         return {}
     if data is None:
         return {}
-    grid = data["grid"]
-    expected = {}
-    if "lr-base2new" in grid.get("benchmarks", ()):
-        expected["lr-b2n"] = list(grid.get("datasets", ()))
-    if "lr-xd" in grid.get("benchmarks", ()):
-        expected["lr-ce"] = list(grid.get("xd_targets", ()))
-    if "lr-dg" in grid.get("benchmarks", ()):
-        expected["lr-dg"] = list(grid.get("dg_targets", ()))
-    return {"expected": expected, "seeds": len(grid.get("seeds", ())) or None}
+    expected: dict[str, set] = {}
+    seeds = 0
+    for grid in data["grids"]:
+        benchmarks = grid.get("benchmarks", ())
+        for bench, table, key in (("lr-base2new", "lr-b2n", "datasets"), ("lr-xd", "lr-ce", "xd_targets"),
+                                  ("lr-dg", "lr-dg", "dg_targets")):
+            if bench in benchmarks:
+                expected.setdefault(table, set()).update(grid.get(key, ()))
+        seeds = max(seeds, len(grid.get("seeds", ())))
+    return {"expected": {k: sorted(v) for k, v in expected.items()}, "seeds": seeds or None}
