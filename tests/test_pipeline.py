@@ -220,3 +220,111 @@ def test_dry_run_prints_commands_and_touches_nothing(tmp_path, fake_python):
     assert [r.status for r in results] == ["dry-run", "dry-run"]
     assert lines[0].startswith(fake_python + " -m loreal.trainers.train --output-dir")
     assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- --alpha checks, CLI input
+def save_run(folder, module: str, meta: dict | None, epoch: int = 2):
+    import torch
+
+    path = folder / module / f"model.pth.tar-{epoch}"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"ctx": torch.zeros(4, 8)}, "epoch": epoch, **({"meta": meta} if meta else {})}, path)
+    return path
+
+
+def test_check_alpha_refuses_another_baseline_size_or_a_loreal_run(tmp_path):
+    from loreal.errors import CheckpointError
+    from loreal.pipeline.alpha import check_alpha
+
+    save_run(tmp_path / "maple", "MultiModalPromptLearner", None)
+    with pytest.raises(CheckpointError, match=r"--alpha .*maple is a MaPLe checkpoint, but this run trains CoOp: "
+                                              r"point it at a CoOp run"):
+        check_alpha(str(tmp_path / "maple"), "CoOp")
+    save_run(tmp_path / "beta", "prompt_learner", {"baseline": "CoOp", "image_size": 96})
+    with pytest.raises(CheckpointError, match=r"trained at 96x96, but student alpha is the 224 run .* pass the CoOp "
+                                              r"run trained at 224, or leave --alpha out"):
+        check_alpha(str(tmp_path / "beta"), "CoOp")
+    save_run(tmp_path / "mma_meta", "prompt_learner", {"baseline": "MMA", "image_size": 224})
+    with pytest.raises(CheckpointError, match="is a MMA checkpoint, but this run trains CoOp"):
+        check_alpha(str(tmp_path / "mma_meta"), "CoOp")
+    save_run(tmp_path / "lor", "LOREAL", {"baseline": "CoOp", "loreal": {}})
+    with pytest.raises(CheckpointError, match="points at a LOREAL run"):
+        check_alpha(str(tmp_path / "lor"), "CoOp")
+    with pytest.raises(MissingFileError, match="no checkpoint at"):
+        check_alpha(str(tmp_path / "nothing"), "CoOp")
+    ours = save_run(tmp_path / "ours", "prompt_learner", {"baseline": "CoOp", "image_size": 224})
+    assert check_alpha(str(tmp_path / "ours"), "CoOp") == f"{ours}: a CoOp checkpoint trained at 224"
+    upstream = save_run(tmp_path / "upstream", "prompt_learner", None, epoch=50)
+    said = check_alpha(str(tmp_path / "upstream"), "CoOp")
+    assert said.startswith(f"{upstream}: an upstream CoOp checkpoint (no metadata") and "train at 224 only" in said
+
+
+def cli(*args, cwd=None):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "loreal.cli", "pipeline", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_cli_dry_run_from_an_unrelated_folder_and_bad_input(tmp_path):
+    proc = cli("lr-xd", "--dry-run", "--root", "/data", "--targets", "dtd,eurosat", "MMA", "vit_b16_ep5",
+               "vit_b16_ep5", "3", "144", "OPTIM.MAX_EPOCH", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3 + 3 * 2 + 1
+    assert all(" -m loreal.trainers.train --root /data --seed 3 " in line for line in lines)
+    assert all(line.endswith("OPTIM.MAX_EPOCH 1") for line in lines)
+    assert not any((tmp_path / d).exists() for d in ("output", "configs"))  # nothing written, nothing needed here
+    late = cli("lr-base2new", "CoOp", "test_tiny", "test_tiny", "oxford_pets", "1", "96", "--dry-run", cwd=tmp_path)
+    assert late.returncode == 2 and "--dry-run came after the positional arguments" in late.stderr
+    odd = cli("lr-base2new", "CoOp", "test_tiny", "test_tiny", "oxford_pets", "1", "96", "OPTIM.MAX_EPOCH", cwd=tmp_path)
+    assert odd.returncode == 2 and "KEY VALUE pairs" in odd.stderr
+    nocfg = cli("lr-dg", "--dry-run", "MaPLe", "vit_b16_c2_ep5_batch4_2ctx", "vit_b16", "1", "96", cwd=tmp_path)
+    assert nocfg.returncode == 2 and "no config trainers/MaPLe_LOREAL/vit_b16.yaml" in nocfg.stderr
+    save_run(tmp_path / "maple", "MultiModalPromptLearner", None)
+    alpha = cli("lr-base2new", "--alpha", str(tmp_path / "maple"), "CoOp", "test_tiny", "test_tiny", "oxford_pets",
+                "1", "96", cwd=tmp_path)
+    assert alpha.returncode == 2 and "is a MaPLe checkpoint, but this run trains CoOp" in alpha.stderr
+
+
+# --------------------------------------------------------------------------- the shell scripts
+needs_bash = pytest.mark.skipif(__import__("shutil").which("bash") is None, reason="the run scripts need bash")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script(name, *args, cwd=REPO, **env):
+    import subprocess
+
+    environ = {**os.environ, "PYTHON": "echo", **env}
+    return subprocess.run(["bash", os.path.join(REPO, "scripts", name), *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=120)
+
+
+@needs_bash
+def test_baseline_scripts_rerun_interrupted_folders_and_put_phi_in_the_path(tmp_path):
+    out = tmp_path / "output"
+    run = out / "imagenet/CoOp/vit_b16_ep50_16shots/seed1"
+    run.mkdir(parents=True)
+    again = script("xd_train.sh", "CoOp", "vit_b16_ep50", "imagenet", "1", OUTPUT=str(out))
+    assert again.returncode == 0 and "interrupted run" in again.stdout and "train.py" in again.stdout
+    mark_done(str(run), {})
+    assert "skip this job" in script("xd_train.sh", "CoOp", "vit_b16_ep50", "imagenet", "1", OUTPUT=str(out)).stdout
+    lr = script("xd_train.sh", "CoOp", "vit_b16_ep50", "imagenet", "1", OUTPUT=str(out), SIZE="96").stdout
+    assert f"--output-dir {out}/lr96/imagenet/CoOp/vit_b16_ep50_16shots/seed1" in lr
+    assert lr.rstrip().endswith("TASK CD INPUT.SIZE (96, 96)")
+
+
+@needs_bash
+def test_lr_scripts_wrap_the_pipeline_command_from_any_folder(tmp_path):
+    bin_dir = os.path.dirname(sys.executable)  # PYTHON=echo runs `python --dry-run`: this interpreter's
+    env = dict(OUTPUT="out", DATA="/data", SHOTS="4", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    b2n = script("lr_base2new.sh", "CoOp", "test_tiny", "test_tiny", "oxford_pets", "1", "96", "OPTIM.MAX_EPOCH", "1",
+                 cwd=tmp_path, **env)
+    assert b2n.returncode == 0, b2n.stderr
+    expected = [" ".join(s.command("X")[1:]) for s in lr_base2new(
+        "CoOp", "test_tiny", "test_tiny", "oxford_pets", 1, 96, root="/data", output="out", shots=4,
+        opts=["OPTIM.MAX_EPOCH", "1"])]
+    assert [line.split(" ", 1)[1].replace("'", "") for line in b2n.stdout.splitlines()] == expected
+    dg = script("lr_dg.sh", "MMRL", "test_tiny", "test_tiny", "1", "144", cwd=tmp_path, TARGETS="imagenet_a", **env)
+    assert dg.returncode == 0 and len(dg.stdout.splitlines()) == 3 + 3 + 1 and "xd/test/imagenet_a" in dg.stdout
+    assert script("lr_xd.sh", "MMRL", cwd=tmp_path, **env).returncode == 2
