@@ -49,12 +49,25 @@ def _benchmarks(tables: PaperTables) -> list[str]:
     return [b for b in BENCHMARKS if tables.groups(b) and (b == "lr-b2n" or tables.columns[b])]
 
 
+def _finish(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def _save(fig, stem: Path, title: str) -> list[Path]:
+    """Write ``stem``.png and .pdf with the axes' labels in their metadata, and close the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
     axes = [{"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel()} for ax in fig.axes]
     stem.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
     fig.savefig(png, dpi=150, bbox_inches="tight", metadata={"Title": title, "Axes": json.dumps(axes)})
     fig.savefig(pdf, bbox_inches="tight", metadata={"Title": title, "Subject": json.dumps(axes)})
+    plt.close(fig)
     return [png, pdf]
 
 
@@ -86,16 +99,9 @@ def accuracy_vs_phi(tables: PaperTables, stem: str | Path) -> list[Path]:
                 phis = sorted(points)
                 ax.plot(phis, [points[p] for p in phis], STYLE[key[2].role], marker=MARKER[key[2].role],
                         color=colours[key[2].baseline], label=_label(tables, key, rows))
-        ax.set_title(BENCHMARKS[bench])
-        ax.set_xlabel("input resolution φ (pixels)")
-        ax.set_ylabel(Y_LABEL[bench])
+        _finish(ax, BENCHMARKS[bench], "input resolution φ (pixels)", Y_LABEL[bench])
         ax.set_xticks(sorted({p for _, _, p in tables.groups(bench)}))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths = _save(fig, Path(stem), "accuracy against input resolution")
-    plt.close(fig)
-    return paths
+    return _save(fig, Path(stem), "accuracy against input resolution")
 
 
 def read_cost(path: str | Path) -> dict[int, dict[str, float]]:
@@ -139,12 +145,5 @@ def accuracy_vs_cost(tables: PaperTables, cost: dict[int, dict[str, float]], ste
                     color=colours[key[2].baseline], label=_label(tables, key, rows))
             for x, p in zip(xs, phis):
                 ax.annotate(f"φ={p}", (x, points[p]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_title(f"{BENCHMARKS[bench]}: accuracy against cost")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(Y_LABEL[bench])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths = _save(fig, Path(stem), "accuracy against inference cost")
-    plt.close(fig)
-    return paths
+        _finish(ax, f"{BENCHMARKS[bench]}: accuracy against cost", xlabel, Y_LABEL[bench])
+    return _save(fig, Path(stem), "accuracy against inference cost")
