@@ -117,7 +117,8 @@ acc = 40 + zlib.crc32(out.encode()) % 50
 with open(os.path.join(out, "log.txt"), "w") as f:
     f.write("Finish training\\n=> result\\n* accuracy: %.1f%%\\n" % acc)
 with open(os.path.join(out, "device.json"), "w") as f:
-    json.dump({{"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()}}, f)
+    json.dump({{"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time(),
+               "argv": sys.argv}}, f)
 from loreal.pipeline.stage import mark_done
 mark_done(out, {{"fake": True}})
 """
@@ -218,3 +219,19 @@ def test_cli_runs_the_grid_writes_the_manifest_and_refuses_another_grid(tmp_path
     assert "## LR base-to-novel, φ = 96" in tables and "## LR cross-dataset" in tables
     body = tables.split("## Summary")[0]
     assert "—" not in body
+
+
+def test_slurm_command_line_runs_what_the_dry_run_prints(tmp_path, fake_python, capsys):
+    pytest.importorskip("submitit")
+    common = ["reproduce", "--root", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--python",
+              fake_python, "--baselines", "MMRL", "--sizes", "96", "--seeds", "3", "--benchmarks", "lr-dg",
+              "--dg-targets", "imagenet_r", "--config", "test_tiny"]
+    assert cli_main(common + ["--dry-run"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert cli_main(common + ["--executor", "slurm", "--submitit-cluster", "debug", "--partition", "gpu",
+                              "--poll", "0"]) == 0
+    assert "0 failed" in capsys.readouterr().out
+    ran = [json.load(open(os.path.join(d, "device.json")))["argv"]
+           for d, _, files in os.walk(tmp_path / "out") if "device.json" in files]
+    assert sorted(shlex.join(a) for a in ran) == sorted(printed) and len(printed) == 7
+    assert (tmp_path / "out" / "slurm_logs").is_dir()
