@@ -15,15 +15,13 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..data.catalog import BASE_TO_NOVEL, DOMAIN_GENERALISATION
+from ..pipeline.builders import CE_TARGETS, DG_TARGETS
 from ..results import Experiment
 
 PHI_DIR = re.compile(r"lr(\d+)$")
 VARIANT_SEP = "@"
 LOREAL_SUFFIX = "_LOREAL"
 SOURCE = "imagenet"
-CROSS_DATASET_TARGETS = tuple(d for d in BASE_TO_NOVEL if d != SOURCE)  # the 10 LR-CE targets
-DG_TARGETS = DOMAIN_GENERALISATION
 
 # roles (rows of a table), in the paper's order
 ALPHA, BASELINE, LOREAL = "alpha", "baseline", "loreal"

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from ..results import Experiment, harmonic_mean
-from .layout import (ALPHA, BASELINE, CROSS_DATASET_TARGETS, DG_TARGETS, LOREAL, ROLE_ORDER, SOURCE, CellKey,
-                     dataset_order, variant)
 from ..data.catalog import BASE_TO_NOVEL
+from ..pipeline.builders import CE_TARGETS, DG_TARGETS
+from ..results import Experiment, harmonic_mean
+from .layout import ALPHA, BASELINE, LOREAL, ROLE_ORDER, SOURCE, CellKey, dataset_order, variant
 
 MISSING = "—"
 BENCHMARKS = {"lr-b2n": "LR base-to-novel", "lr-ce": "LR cross-dataset (ImageNet → 10 datasets)",
@@ -106,7 +106,7 @@ class PaperTables:
         for name, names in (expected or {}).items():
             found[name] |= set(names)
         self.columns = {"lr-b2n": dataset_order(found["lr-b2n"], BASE_TO_NOVEL),
-                        "lr-ce": dataset_order(found["lr-ce"], CROSS_DATASET_TARGETS),
+                        "lr-ce": dataset_order(found["lr-ce"], CE_TARGETS),
                         "lr-dg": dataset_order(found["lr-dg"], DG_TARGETS)}
         self.records: list[dict] = []
 
