@@ -184,6 +184,9 @@ def execute(stages: Sequence[Stage], backend: Backend, *, poll_seconds: float = 
             elif result.status == "skipped":
                 report.before.append(stage)
                 finished.add(out_dir)
+            elif result.status == "blocked":  # a need outside the grid (a given α) is not finished
+                failed.add(out_dir)
+                report.blocked.append((stage, [result.tail]))
             else:
                 failed.add(out_dir)
                 report.failed.append(result)
