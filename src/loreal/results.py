@@ -3,7 +3,8 @@
 Reads every ``seed<N>/log.txt`` under the folder, as upstream's ``parse_test_res.py`` does: the
 accuracy is the last ``* accuracy: x%`` line after the end signal, which is "Finish training" in a
 training log and the first "=> result" in an evaluation-only log (``log.txt-<time>`` files of
-repeated runs are ignored, as upstream). Seeds are averaged per experiment folder.
+repeated runs are ignored, as upstream, unless ``log.txt`` is an interrupted attempt's: then the
+newest finished ``log.txt-<time>`` counts). Seeds are averaged per experiment folder.
 
 Base-to-novel folders (``.../train_base|test_base|test_new/<DATASET>/shots_K/<TRAINER>/<CFG>/``)
 are paired: base accuracy from ``test_base`` where present, else from the end-of-training test in
@@ -102,6 +103,12 @@ def collect(root: str | Path) -> dict[str, Experiment]:
         if not SEED_DIR.match(seed_dir.name) or seed_dir == root:
             continue
         accuracy = parse_log(log)
+        # A run interrupted and re-run in its folder: Dassl kept the first attempt's log.txt and wrote the
+        # finished attempt to log.txt-<time>; the newest of those with a result is the run's.
+        for retry in sorted(seed_dir.glob("log.txt-*"), reverse=True) if accuracy is None else ():
+            accuracy = parse_log(retry)
+            if accuracy is not None:
+                break
         if accuracy is None:
             logger.warning("%s has no test accuracy after its end signal (unfinished run?); skipped", log)
             continue
