@@ -32,6 +32,7 @@ setup(
         "tqdm",
         "openai>=1.0",
     ],
-    extras_require={"test": ["pytest"]},
+    # reproduce: the paper grid on a cluster (submitit) and its figures (matplotlib); tests cover both
+    extras_require={"test": ["pytest", "matplotlib", "submitit"], "reproduce": ["matplotlib", "submitit"]},
     entry_points={"console_scripts": ["loreal=loreal.cli:main"]},
 )

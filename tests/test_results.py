@@ -141,6 +141,16 @@ def test_repeated_runs_and_unfinished_seeds_are_ignored(runs, caplog, logging_en
     assert "no test accuracy" in caplog.text
 
 
+def test_a_run_resumed_in_its_folder_counts_its_finished_log(runs):
+    """Dassl keeps the killed attempt's log.txt and writes the re-run to log.txt-<time>."""
+    seed = b2n_dir(runs, "test_new", "dtd", 1)
+    write(seed / "log.txt", "epoch [1/5] batch [1/10]\n")  # killed half-way
+    write(seed / "log.txt-2026-01-01-00-00-00", "epoch [1/5] batch [1/10]\n")  # killed again
+    write(seed / "log.txt-2026-01-02-00-00-00", TEST_LOG.format(acc=36.0))  # the attempt that finished
+    new = collect(runs)["base2new/test_new/dtd/shots_16/CoOp/vit_b16_ctxv1"]
+    assert new.seeds == {"seed1": 36.0, "seed2": 30.0, "seed3": 30.0}
+
+
 def test_methods_and_shots_get_their_own_tables(runs):
     for seed in (1, 2):
         write(b2n_dir(runs, "train_base", "dtd", seed, "MaPLe/vit_b16_c2_ep5_batch4_2ctx") / "log.txt",

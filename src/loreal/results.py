@@ -3,12 +3,17 @@
 Reads every ``seed<N>/log.txt`` under the folder, as upstream's ``parse_test_res.py`` does: the
 accuracy is the last ``* accuracy: x%`` line after the end signal, which is "Finish training" in a
 training log and the first "=> result" in an evaluation-only log (``log.txt-<time>`` files of
-repeated runs are ignored, as upstream). Seeds are averaged per experiment folder.
+repeated runs are ignored, as upstream, unless ``log.txt`` is an interrupted attempt's: then the
+newest finished ``log.txt-<time>`` counts). Seeds are averaged per experiment folder.
 
 Base-to-novel folders (``.../train_base|test_base|test_new/<DATASET>/shots_K/<TRAINER>/<CFG>/``)
 are paired: base accuracy from ``test_base`` where present, else from the end-of-training test in
 ``train_base``; new accuracy from ``test_new``. As the papers do, HM is computed from the
 seed-averaged base and new accuracies, and the average row is the HM of the averaged base and new.
+
+Runs of the low-resolution pipelines (``lr<φ>/`` folders) go into the paper's table layouts instead
+(``loreal.report``: LR-B2N, LR-CE, LR-DG per φ, summaries across φ, ablations; ``--figures`` draws the
+figures); a grid's manifest (``loreal reproduce``) names the cells it expects, so its holes show as missing.
 No Dassl import here.
 """
 from __future__ import annotations
@@ -98,6 +103,12 @@ def collect(root: str | Path) -> dict[str, Experiment]:
         if not SEED_DIR.match(seed_dir.name) or seed_dir == root:
             continue
         accuracy = parse_log(log)
+        # A run interrupted and re-run in its folder: Dassl kept the first attempt's log.txt and wrote the
+        # finished attempt to log.txt-<time>; the newest of those with a result is the run's.
+        for retry in sorted(seed_dir.glob("log.txt-*"), reverse=True) if accuracy is None else ():
+            accuracy = parse_log(retry)
+            if accuracy is not None:
+                break
         if accuracy is None:
             logger.warning("%s has no test accuracy after its end signal (unfinished run?); skipped", log)
             continue
@@ -186,11 +197,11 @@ def csv_rows(rows: Sequence[B2NRow], rest: Sequence[Experiment]) -> list[dict]:
     return records
 
 
-def write_csv(path: str | Path, records: Sequence[dict]) -> None:
+def write_csv(path: str | Path, records: Sequence[dict], fields: Sequence[str] = CSV_FIELDS) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(records)
 
@@ -208,14 +219,59 @@ def summarize(root: str | Path) -> tuple[list[B2NRow], list[Experiment]]:
     return pair_base_to_new(experiments)
 
 
+def measured_cost(sizes: Sequence[int]) -> dict[int, dict[str, float]]:
+    """Inference cost per φ measured now (``loreal bench resolution``, ViT-B/16 architecture, random weights)."""
+    import torch
+
+    from .bench.resolution import run as bench_resolution
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    payload = bench_resolution("ViT-B/16", random_init=True, sizes=sorted(set(sizes) | {224}), device=device)
+    return {r["size"]: r for r in payload["rows"]}
+
+
 def run(args: argparse.Namespace) -> int:
-    rows, rest = summarize(args.output_dir)
-    print(to_markdown(rows, rest))
+    from .report import figures
+    from .report.layout import classify
+    from .report.tables import CSV_FIELDS as PAPER_FIELDS, PaperTables, render
+
+    root = Path(args.output_dir)
+    experiments = collect(root)
+    if not experiments:
+        summarize(root)  # raises the error naming the expected files
+    cells, other = classify(experiments.values())
+    rows, rest = pair_base_to_new({e.path: e for e in other})
+    paper = PaperTables(cells, **expected_from_manifest(root)) if cells else None
+    if paper:
+        print(render(paper.tables()))
+    if rows or rest:
+        print(to_markdown(rows, rest))
     if not args.no_csv:
-        path = args.csv or str(Path(args.output_dir) / "results.csv")
+        path = Path(args.csv or root / "results.csv")
         write_csv(path, csv_rows(rows, rest))
         print(f"CSV written to {path}")
+        if paper:
+            paper_csv = path.with_name(path.stem + "_paper.csv")
+            write_csv(paper_csv, paper.records, PAPER_FIELDS)
+            print(f"Paper tables (tidy CSV) written to {paper_csv}")
+    if args.figures:
+        if not paper:
+            raise MissingFileError(f"no low-resolution runs (lr<φ>/ folders) under {root} to draw figures from")
+        out = Path(args.figures)
+        written = figures.accuracy_vs_phi(paper, out / "accuracy_vs_phi")
+        if args.cost:
+            phis = [phi for bench in ("lr-b2n", "lr-ce", "lr-dg") for _, _, phi in paper.groups(bench)]
+            cost = measured_cost(phis) if args.cost == "measure" else figures.read_cost(args.cost)
+            written += figures.accuracy_vs_cost(paper, cost, out / "accuracy_vs_cost")
+        print("Figures written: " + ", ".join(str(p) for p in written))
     return 0
+
+
+def expected_from_manifest(root: Path) -> dict:
+    """The datasets and seed count a grid's manifest promises (so its holes show as missing); {} without one."""
+    from .reproduce.manifest import expected_cells
+
+    return expected_cells(root)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -225,5 +281,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder holding the runs (e.g. output/)")
     parser.add_argument("--csv", metavar="FILE", help="CSV to write (default: OUTPUT_DIR/results.csv)")
     parser.add_argument("--no-csv", action="store_true", help="print the Markdown tables only")
+    parser.add_argument("--figures", metavar="DIR", help="also draw the paper's figures (PNG and PDF) into DIR")
+    parser.add_argument("--cost", metavar="FILE|measure",
+                        help="with --figures: accuracy against inference cost, from 'loreal bench resolution --json' "
+                             "output saved in FILE, or 'measure' to time the image tower now")
     parser.set_defaults(func=run)
     return parser

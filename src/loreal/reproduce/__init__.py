@@ -1,0 +1,1 @@
+"""``loreal reproduce``: the paper's grid of runs (benchmarks × baselines × φ × seeds × datasets), executed."""

@@ -1,0 +1,200 @@
+"""Run a grid's stages with their dependencies: local slots (GPUs or CPU) or any job backend.
+
+The driver starts every stage whose needs are done as soon as a slot is free, and keeps a live progress
+line (done / running / failed / left, time per run, estimate to finish). Each stage runs with
+``loreal.pipeline.run_stage`` semantics: a completion marker means done (skipped), a folder without one is an
+interrupted run (run again there), a failure is reported with its log's last lines and the stages that need
+it are not started (listed as blocked, never silently skipped).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Protocol, Sequence, TextIO
+
+from ..errors import ConfigError
+from ..pipeline import Stage, StageResult, run_stage, run_state
+
+
+class Backend(Protocol):
+    """Where stages run: ``slots`` concurrent runs; ``start`` returns a handle ``poll`` turns into a result."""
+
+    slots: Sequence[Mapping[str, str]]  # per slot, the environment a run there gets
+
+    def start(self, stage: Stage, slot: Mapping[str, str]) -> object: ...
+
+    def poll(self, handle: object) -> StageResult | None: ...
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (0..n-1 if unset)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    names = [x.strip() for x in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()]
+    return names[:count] if names else [str(i) for i in range(count)]
+
+
+def gpu_slots(gpus: Sequence[int] | None, jobs: int = 1) -> list[dict[str, str]]:
+    """One slot per GPU (``CUDA_VISIBLE_DEVICES`` set to it), or ``jobs`` CPU slots without one."""
+    if not gpus:
+        if jobs < 1:
+            raise ConfigError(f"--jobs {jobs}: give at least 1 concurrent CPU run")
+        return [{"CUDA_VISIBLE_DEVICES": ""} for _ in range(jobs)]
+    available = visible_gpus()
+    missing = [g for g in gpus if not 0 <= g < len(available)]
+    if missing:
+        have = f"{len(available)}: {', '.join(str(i) for i in range(len(available)))}" if available else "none"
+        raise ConfigError(f"GPU id {', '.join(map(str, missing))} does not exist (this machine has {have}); "
+                          f"pass --gpus with ids from that list, or leave --gpus out to run on the CPU")
+    if len(set(gpus)) != len(gpus):
+        raise ConfigError(f"--gpus lists a GPU twice ({list(gpus)}): one run per GPU at a time")
+    return [{"CUDA_VISIBLE_DEVICES": available[g]} for g in gpus]
+
+
+class LocalBackend:
+    """Stages as subprocesses of this machine, one per slot at a time."""
+
+    def __init__(self, slots: Sequence[Mapping[str, str]], python: str = sys.executable):
+        self.slots, self.python = list(slots), python
+        self.pool = ThreadPoolExecutor(max_workers=len(self.slots))
+
+    def start(self, stage: Stage, slot: Mapping[str, str]) -> Future:
+        return self.pool.submit(run_stage, stage, python=self.python, env=slot, quiet=True, log=lambda _: None)
+
+    def poll(self, handle: Future) -> StageResult | None:
+        return handle.result() if handle.done() else None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, s = divmod(seconds, 60)
+    return f"{minutes}m{s:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+@dataclass
+class Report:
+    """What became of every stage of a grid run."""
+
+    total: int
+    before: list[Stage] = field(default_factory=list)  # done before this run: skipped
+    done: list[StageResult] = field(default_factory=list)
+    failed: list[StageResult] = field(default_factory=list)
+    blocked: list[tuple[Stage, list[str]]] = field(default_factory=list)  # (stage, the failed runs it needs)
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.blocked
+
+    def summary(self) -> str:
+        lines = [f"{self.total} runs: {len(self.before)} done before (skipped), {len(self.done)} run now, "
+                 f"{len(self.failed)} failed, {len(self.blocked)} not run because a run they need failed"]
+        for r in self.failed:
+            lines += [f"FAILED {r.stage.name}: {r.stage.output_dir} (exit {r.returncode}); last lines of "
+                      f"{r.log_path}:", *("    " + line for line in r.tail.rstrip().splitlines())]
+        for stage, needs in self.blocked:
+            lines.append(f"NOT RUN {stage.name}: {stage.output_dir} (needs {', '.join(needs)})")
+        if not self.ok:
+            lines.append("Fix the failure and run the same command again: finished runs are skipped, the rest resume.")
+        return "\n".join(lines)
+
+
+class Progress:
+    """The live line: rewritten in place on a terminal, one line per change elsewhere (logs, CI)."""
+
+    def __init__(self, report: Report, slots: int, stream: TextIO = sys.stderr):
+        self.report, self.slots, self.stream = report, slots, stream
+        self.tty = stream.isatty()
+        self.last = ""
+
+    def line(self, running: int) -> str:
+        r = self.report
+        finished = len(r.before) + len(r.done)
+        left = r.total - finished - len(r.failed) - len(r.blocked) - running
+        text = f"[reproduce] done {finished}/{r.total} · running {running} · failed {len(r.failed)} · "
+        text += f"not run {len(r.blocked)} · left {left}" if r.blocked else f"left {left}"
+        if r.seconds:
+            per_run = sum(r.seconds) / len(r.seconds)
+            eta = per_run * (left + running) / self.slots
+            text += f" · {per_run:.1f} s per run · about {_duration(eta)} to finish"
+        return text
+
+    def show(self, running: int, force: bool = False) -> None:
+        text = self.line(running)
+        if text == self.last and not force:
+            return
+        self.last = text
+        self.stream.write(f"\r\033[K{text}" if self.tty else text + "\n")
+        self.stream.flush()
+
+    def say(self, message: str) -> None:
+        self.stream.write(("\r\033[K" if self.tty else "") + message + "\n")
+        self.stream.flush()
+
+
+def execute(stages: Sequence[Stage], backend: Backend, *, poll_seconds: float = 0.2,
+            stream: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic) -> Report:
+    """Run ``stages`` (ordered: needs first) on ``backend``'s slots; returns the report (nothing raised)."""
+    report = Report(len(stages))
+    progress = Progress(report, len(backend.slots), stream)
+    in_grid = {s.output_dir for s in stages}
+    failed: set[str] = set()
+    finished: set[str] = set()  # in-grid runs known done (markers are read once, not on every tick)
+    pending = []
+    for stage in stages:
+        if run_state(stage.output_dir) == "done":
+            report.before.append(stage)
+            finished.add(stage.output_dir)
+        else:
+            pending.append(stage)
+    free = list(range(len(backend.slots)))
+    running: dict[str, tuple[object, int, float, Stage]] = {}
+    progress.show(0, force=True)
+    while pending or running:
+        for stage in list(pending):
+            bad = [n for n in stage.needs if n in failed]
+            if bad:
+                pending.remove(stage)
+                failed.add(stage.output_dir)
+                report.blocked.append((stage, bad))
+                continue
+            # needs outside the grid (a given α) are checked by run_stage, which reports them if unfinished
+            if free and all(n in finished for n in stage.needs if n in in_grid):
+                slot = free.pop(0)
+                if run_state(stage.output_dir) == "interrupted":
+                    progress.say(f"{stage.name}: {stage.output_dir} was interrupted; running it again there")
+                running[stage.output_dir] = (backend.start(stage, backend.slots[slot]), slot, clock(), stage)
+                pending.remove(stage)
+        for out_dir, (handle, slot, started, stage) in list(running.items()):
+            result = backend.poll(handle)
+            if result is None:
+                continue
+            del running[out_dir]
+            free.append(slot)
+            if result.status == "done":
+                report.done.append(result)
+                report.seconds.append(clock() - started)
+                finished.add(out_dir)
+            elif result.status == "skipped":
+                report.before.append(stage)
+                finished.add(out_dir)
+            elif result.status == "blocked":  # a need outside the grid (a given α) is not finished
+                failed.add(out_dir)
+                report.blocked.append((stage, [result.tail]))
+            else:
+                failed.add(out_dir)
+                report.failed.append(result)
+                progress.say(f"FAILED {stage.name}: {out_dir}; last lines of {result.log_path}:\n{result.tail.rstrip()}")
+        progress.show(len(running))
+        if running:
+            time.sleep(poll_seconds)
+    progress.show(0, force=True)
+    if progress.tty:
+        stream.write("\n")
+    return report
