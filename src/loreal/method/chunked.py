@@ -129,23 +129,30 @@ def chunk_for_budget(per_class: float, budget_gib: float, num_classes: int, batc
 class ChunkedText:
     """Conditioned text features for a student, chunked in training as ``config`` asks.
 
-    Without a graph (inference, a detached teacher) nothing is kept, and ``CLASS_CHUNK`` alone
-    bounds the working memory, as before.
+    Without a graph (inference, a detached teacher) nothing is kept and there is nothing to
+    recompute: the classes are encoded ``CLASS_CHUNK`` (or the chunk the budget gave the same batch
+    and classes in training) at a time, which bounds the working memory.
     """
 
     def __init__(self, config: LorealConfig) -> None:
         self.config = config
-        self.chosen: dict[tuple, int] = {}  # (student, batch size, classes, dtype) -> chunk picked from the budget
+        self.chosen: dict[tuple, int] = {}  # (batch size, classes, dtype) -> chunk picked from the budget
 
     def __call__(self, clip: PromptableCLIP, learner: BaselineLearner, prompts: PromptBatch,
                  content: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        if not (torch.is_grad_enabled() and content.requires_grad):
-            return encode_prompts(clip, prompts, content, cfg.fast_text, cfg.class_chunk)
+        if not (torch.is_grad_enabled() and content.requires_grad):  # e.g. α as a detached teacher
+            chunk = cfg.class_chunk or self.chosen.get(self._key(prompts, content), 0)
+            return encode_prompts(clip, prompts, content, cfg.fast_text, chunk)
         if any(p.requires_grad for p in learner.parameters()):
             raise ConfigError(f"chunked LOREAL training trains the slot content only, but {learner.name} has "
                               f"trainable parameters: freeze the students (LorealModel does)")
         return encode_chunked(clip, prompts, content, self.chunk(clip, learner, prompts, content), cfg.fast_text)
+
+    @staticmethod
+    def _key(prompts: PromptBatch, content: torch.Tensor) -> tuple:
+        # α and β are one baseline: a class costs the same in either student
+        return content.shape[0], prompts.embeddings.shape[0], content.dtype
 
     def chunk(self, clip: PromptableCLIP, learner: BaselineLearner, prompts: PromptBatch,
               content: torch.Tensor) -> int:
@@ -154,7 +161,7 @@ class ChunkedText:
         num_cls = prompts.embeddings.shape[0]
         if cfg.class_chunk > 0 or cfg.memory_budget <= 0:
             return cfg.class_chunk
-        key = (id(learner), content.shape[0], num_cls, content.dtype)
+        key = self._key(prompts, content)
         if key not in self.chosen:
             per_class = bytes_per_class(clip, prompts, content, cfg.fast_text)
             self.chosen[key] = chunk_for_budget(per_class, cfg.memory_budget, num_cls, content.shape[0])

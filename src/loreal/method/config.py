@@ -85,7 +85,7 @@ class LorealConfig:
     cache_dir: str = ""
     fast_text: bool = True
     class_chunk: int = 0
-    memory_budget: float = 4.0
+    memory_budget: float = 16.0
 
     def __post_init__(self) -> None:
         _check_choice("PROMPT_ORDER", self.prompt_order, PromptOrder)
