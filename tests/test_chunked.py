@@ -70,7 +70,7 @@ def test_graph_kept_by_a_step_does_not_grow_with_classes(promptable):
     assert kept[3, 24] < 0.1 * kept[0, 24]
 
 
-def test_chunk_from_memory_budget(promptable):
+def test_chunk_from_memory_budget(promptable, monkeypatch):
     model = two_students(promptable, "CoOp", "paper")
     prompts = model.beta.build_prompts(model.template_of(model.beta))
     content = model.metanets(torch.randn(2, promptable.embed_dim))
@@ -78,6 +78,13 @@ def test_chunk_from_memory_budget(promptable):
     assert per_class > 0
     use_chunk(model, 0, budget=2.5 * per_class / 2**30)
     assert model.text.chunk(promptable, model.beta, prompts, content) == 2
+    chunks = []
+    real = chunked.encode_prompts
+    monkeypatch.setattr(chunked, "encode_prompts", lambda *a: chunks.append(a[4]) or real(*a))
+    with torch.no_grad():  # the detached teacher: no graph, encoded in the chunk the budget gave
+        model.text(promptable, model.alpha, model.alpha.build_prompts(model.template_of(model.alpha)), content)
+    assert chunks == [2]
+    monkeypatch.undo()
     assert chunk_for_budget(per_class, 0, len(CLASSES), 2) == len(CLASSES)  # no budget: one pass
     use_chunk(model, 0, budget=0.5 * per_class / 2**30)
     with pytest.raises(ConfigError, match="cannot hold the text graph of one class.*raise MEMORY_BUDGET"):
