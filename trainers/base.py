@@ -28,6 +28,7 @@ rank 0 writes TensorBoard files and checkpoints and evaluates.
 from __future__ import annotations
 
 import contextlib
+import os
 import os.path as osp
 import warnings
 from typing import Any, ClassVar
@@ -45,7 +46,7 @@ import loreal
 from loreal import distributed
 from loreal.baselines import BaselineLearner, Logits, PromptModel, create_learner, get_baseline
 from loreal.checkpoints import file_digest, read_checkpoint, resolve_checkpoint
-from loreal.clip import PromptableCLIP, load_clip, resolve_precision
+from loreal.clip import PromptableCLIP, load_clip, resolve_precision, stock_clip
 from loreal.config import from_mapping, to_mapping
 from loreal.errors import CheckpointError, ConfigError
 
@@ -54,13 +55,15 @@ from .config import check_cfg_values
 
 allow_dassl_checkpoints()
 
+CPU_AUTOCAST_ENV = "LOREAL_CPU_AUTOCAST"
+"""Set to ``bf16`` to run ``PREC amp`` on a CPU under bf16 autocast instead of falling back to fp32
+(a stand-in for CUDA amp in tests; no gradient scaler is needed for bf16)."""
+
 
 def backbone_digest(name_or_path: str) -> str:
     """Short SHA-256 of the CLIP weights: from the download URL for standard names (``clip`` checks
     the file against it), else of the local file."""
-    import clip
-
-    url = clip.clip._MODELS.get(name_or_path)
+    url = stock_clip().clip._MODELS.get(name_or_path)
     return url.split("/")[-2][:16] if url else file_digest(osp.expanduser(name_or_path))
 
 
@@ -97,6 +100,8 @@ class PromptTrainer(TrainerX):
         """PREC for this device: fp16 and amp run in fp32 on CPU, with a warning."""
         requested = self.learner_config.prec
         if requested == "amp" and self.device.type != "cuda":
+            if os.environ.get(CPU_AUTOCAST_ENV) == "bf16":
+                return "amp"  # bf16 autocast on the CPU: how the tests stand in for CUDA amp
             warnings.warn("amp was requested without CUDA: running in fp32 instead (set PREC fp32 to silence this)",
                           stacklevel=2)
             return "fp32"
@@ -139,7 +144,7 @@ class PromptTrainer(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         distributed.broadcast_parameters(module.parameters())
         self.register_model(name, module, self.optim, self.sched)
-        self.scaler = grad_scaler() if self.precision == "amp" else None
+        self.scaler = grad_scaler() if self.precision == "amp" and self.device.type == "cuda" else None
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         print(f"# params: {trainable:,} trainable ({name}) of {total:,}")
@@ -158,7 +163,10 @@ class PromptTrainer(TrainerX):
 
     # ------------------------------------------------------------------- train
     def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast("cuda", dtype=torch.float16) if self.scaler is not None else contextlib.nullcontext()
+        if self.precision != "amp":
+            return contextlib.nullcontext()
+        cuda = self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.float16 if cuda else torch.bfloat16)
 
     def compute_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """One training forward: ``(loss, logits for the train accuracy, named loss terms)``."""

@@ -1,4 +1,4 @@
-"""Train or evaluate a CoOp-family trainer (CoOp, MaPLe, MMA/MultiModalAdapter, MMRL) with Dassl.
+"""Train or evaluate a CoOp-family trainer (CoOp, MaPLe, MMA/MultiModalAdapter, MMRL) or its LOREAL version with Dassl.
 
 The command line of the upstream repositories' ``train.py``, e.g.::
 
@@ -34,6 +34,7 @@ import loreal.datasets  # noqa: F401  (registers the datasets)
 import loreal.trainers  # noqa: F401  (registers the trainers)
 from loreal import distributed
 from loreal.errors import LorealError
+from loreal.pipeline.stage import mark_done
 from loreal.trainers.config import setup_cfg
 
 
@@ -55,6 +56,11 @@ def print_args(args: argparse.Namespace, cfg) -> None:
     print(cfg)
 
 
+def trainer_names() -> list[str]:
+    """Every trainer this package registers (the baselines, their LOREAL versions, the clash-free names)."""
+    return [cls.__name__ for cls in loreal.trainers.TRAINERS + loreal.trainers.LOREAL_TRAINERS + loreal.trainers.CLASH_FREE]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=str, default="", help="path to the datasets (DATASET.ROOT)")
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods (INPUT.TRANSFORMS)")
     p.add_argument("--config-file", type=str, default="", help="method config (configs/trainers/...)")
     p.add_argument("--dataset-config-file", type=str, default="", help="dataset config (configs/datasets/...)")
-    p.add_argument("--trainer", type=str, default="", help="trainer name: CoOp, MaPLe, MMA, MultiModalAdapter, MMRL")
+    p.add_argument("--trainer", type=str, default="", help="trainer name: " + ", ".join(trainer_names()))
     p.add_argument("--backbone", type=str, default="", help="CLIP name or local file (MODEL.BACKBONE.NAME)")
     p.add_argument("--head", type=str, default="", help="name of head (unused by the CLIP trainers)")
     p.add_argument("--train-epoch", type=int, default=None, help="override OPTIM.MAX_EPOCH (MMRL's option)")
@@ -110,7 +116,10 @@ def main(argv: list[str] | None = None):
         trainer.test()
     elif not args.no_train:
         trainer.train()
-    # Below: rank 0 only (distributed.is_main_process()); the other ranks have nothing to report.
+    if distributed.is_main_process() and (args.eval_only or not args.no_train):  # rank 0 writes
+        # Last: a folder without this marker is an interrupted run that a pipeline re-runs, never a result.
+        mark_done(cfg.OUTPUT_DIR, {"trainer": cfg.TRAINER.NAME, "eval_only": bool(args.eval_only),
+                                   "argv": sys.argv[1:] if argv is None else argv})
     return trainer
 
 

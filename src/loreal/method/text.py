@@ -53,5 +53,5 @@ def encode_prompts(clip: PromptableCLIP, prompts, content: torch.Tensor, fast: b
     if fast:
         from . import fast_text
 
-        return fast_text.encode(clip, prompts, content, class_chunk)
+        return fast_text.encode(clip, prompts, content, class_chunk, owner=learner)
     return encode_plain(clip, prompts, content)
