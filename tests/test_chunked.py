@@ -80,7 +80,7 @@ def test_chunk_from_memory_budget(promptable, monkeypatch):
     assert model.text.chunk(promptable, model.beta, prompts, content) == 2
     chunks = []
     real = chunked.encode_prompts
-    monkeypatch.setattr(chunked, "encode_prompts", lambda *a: chunks.append(a[4]) or real(*a))
+    monkeypatch.setattr(chunked, "encode_prompts", lambda *a, **k: chunks.append(a[4]) or real(*a, **k))
     with torch.no_grad():  # the detached teacher: no graph, encoded in the chunk the budget gave
         model.text(promptable, model.alpha, model.alpha.build_prompts(model.template_of(model.alpha)), content)
     assert chunks == [2]

@@ -136,7 +136,8 @@ def test_coop_two_processes_equal_one(env):
 def test_maple_loreal_two_processes_equal_one(env):
     launch(env, 1, common_args(env, "MaPLe", "maple_alpha"), plain=True)  # the students' checkpoint
     args = ["INPUT.SIZE", "(96, 96)", "TRAINER.LOREAL.ALPHA_CHECKPOINT", str(env / "maple_alpha"),
-            "TRAINER.LOREAL.CACHE_VIEWS", "1"]  # one cached view: no per-sample view draw
+            "TRAINER.LOREAL.CACHE_VIEWS", "1",  # one cached view: no per-sample view draw
+            "TRAINER.LOREAL.CHECK_ROLES", "False"]  # α's checkpoint as both students
     launch(env, 1, common_args(env, "MaPLe_LOREAL", "loreal1") + args, cache="cache1")
     launch(env, 2, common_args(env, "MaPLe_LOREAL", "loreal2") + args, cache="cache2")
     assert "Embedding cache: built" in (env / "loreal2/log.txt").read_text()

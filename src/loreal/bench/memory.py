@@ -39,7 +39,8 @@ def run(backbone: str = "ViT-B/16", baseline: str = "CoOp", batch: int = 4, clas
 
         def step(mode: str) -> None:
             model.metanets.zero_grad(set_to_none=True)
-            feats = encode_chunked(clip, prompts, model.metanets(image), chunk if mode == "chunked" else 0)
+            feats = encode_chunked(clip, prompts, model.metanets(image), chunk if mode == "chunked" else 0,
+                                   owner=learner)
             logits = 100 * torch.einsum("be,bce->bc", F.normalize(image, dim=-1), F.normalize(feats, dim=-1))
             F.cross_entropy(logits, labels).backward()
 

@@ -80,14 +80,16 @@ class _ChunkedFeatures(torch.autograd.Function):
 
 
 def encode_chunked(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, chunk: int,
-                   fast: bool = True) -> torch.Tensor:
+                   fast: bool = True, owner: BaselineLearner | None = None) -> torch.Tensor:
     """``(B, C, E)`` text features whose training graph is held for ``chunk`` classes at a time.
 
-    ``chunk`` of 0 or at least C is today's single pass (nothing recomputed). Only ``content``
-    receives gradients: the prompts and the tower must be frozen.
+    ``chunk`` of 0 or at least C is today's single pass (nothing recomputed; ``owner``, the
+    learner of ``prompts``, lets it reuse frozen prefixes). Only ``content`` receives gradients:
+    the prompts and the tower must be frozen. The chunks go without an owner: the prefix cache
+    keys its entries by class positions within the prompts it is given.
     """
     if chunk <= 0 or chunk >= prompts.embeddings.shape[0]:
-        return encode_prompts(clip, prompts, content, fast)
+        return encode_prompts(clip, prompts, content, fast, owner=owner)
     return _ChunkedFeatures.apply(content, clip, prompts, chunk, fast)
 
 
@@ -143,11 +145,12 @@ class ChunkedText:
         cfg = self.config
         if not (torch.is_grad_enabled() and content.requires_grad):  # e.g. α as a detached teacher
             chunk = cfg.class_chunk or self.chosen.get(self._key(prompts, content), 0)
-            return encode_prompts(clip, prompts, content, cfg.fast_text, chunk)
+            return encode_prompts(clip, prompts, content, cfg.fast_text, chunk, owner=learner)
         if any(p.requires_grad for p in learner.parameters()):
             raise ConfigError(f"chunked LOREAL training trains the slot content only, but {learner.name} has "
                               f"trainable parameters: freeze the students (LorealModel does)")
-        return encode_chunked(clip, prompts, content, self.chunk(clip, learner, prompts, content), cfg.fast_text)
+        return encode_chunked(clip, prompts, content, self.chunk(clip, learner, prompts, content), cfg.fast_text,
+                              owner=learner)
 
     @staticmethod
     def _key(prompts: PromptBatch, content: torch.Tensor) -> tuple:
