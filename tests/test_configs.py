@@ -45,3 +45,22 @@ def test_tiny_configs_keep_the_shipped_precision(trainer):
     folder = CONFIGS[0].parents[1] / trainer
     shipped = {prec(p) for p in folder.glob("*.yaml") if p.stem != "test_tiny"}
     assert shipped == {prec(folder / "test_tiny.yaml")}
+
+
+IMAGENET = {"CoOp": "vit_b16_ep50", "MaPLe": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets", "MMA": "vit_b16_ep5_imnet",
+            "MMRL": "vit_b16_cross_datasets"}
+PROMPT_MIB = 15  # ViT-B/16 text graph per prompt in fp32, K 5 (`loreal bench memory`, README "ImageNet")
+
+
+@pytest.mark.parametrize("baseline", sorted(IMAGENET))
+def test_imagenet_configs_fit_one_80gb_gpu(baseline):
+    root = CONFIGS[0].parents[1]
+    cfg, base = get_cfg(), get_cfg()
+    cfg.merge_from_file(str(root / f"{baseline}_LOREAL/{IMAGENET[baseline]}.yaml"))
+    base.merge_from_file(str(root / f"{baseline}/{IMAGENET[baseline]}.yaml"))
+    config = from_mapping(LorealConfig, cfg.TRAINER.LOREAL)
+    batch = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    assert batch == base.DATALOADER.TRAIN_X.BATCH_SIZE  # the baseline's ImageNet batch
+    chunk = int(config.memory_budget * 1024 // (batch * PROMPT_MIB))
+    assert config.class_chunk == 0 and chunk >= 1  # the chunk comes from the budget and holds a class
+    assert config.memory_budget + 8 <= 80  # graph budget plus CLIP, features and working memory

@@ -6,24 +6,9 @@ from loreal.baselines import create_learner, get_baseline, list_baselines
 from loreal.method import LorealConfig, LorealModel
 from loreal.method.fast_text import choose_split
 from loreal.method.text import encode_conditioned_text
+from randomised import CLASSES, randomised_learner, relative_error
 
-CLASSES = ["abyssinian", "american bulldog", "great pyrenees", "persian", "scottish terrier"]
 ATTRS = ["coat color", "body shape", "ear shape"]
-
-
-def randomised_learner(promptable, name, seed):
-    cls = get_baseline(name)
-    extra = {"rep_layers": (6, 7, 8, 9, 10, 11, 12)} if name == "MMRL" else {}  # the upstream YAML's layers
-    learner = create_learner(name, promptable, CLASSES, cls.config_cls(prec="fp32", **extra), dataset="OxfordPets")
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # move every learned parameter away from its init (zero-init branches too)
-        for p in learner.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=g))
-    return learner
-
-
-def relative_error(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
 @pytest.mark.parametrize("order", ["paper", "official"])

@@ -17,6 +17,13 @@ Extension points, for the four baseline trainers and for a LOREAL trainer:
 * :meth:`state_to_save` / :meth:`load_state`: what goes in and comes out of a checkpoint.
 * :meth:`checkpoint_meta` (add fields), :meth:`check_meta`, :meth:`data_manager_kwargs`
   (custom transforms or dataset wrapper for the ``DataManager``).
+
+Several processes (``torchrun``, see :mod:`loreal.distributed`): the base owns where that differs
+from Dassl's loop. Rank 0 draws the few-shot split first and the others read it; before training
+the training loader is re-made with a ``DistributedSampler`` (each rank a disjoint slice of every
+global batch of ``DATALOADER.TRAIN_X.BATCH_SIZE``, reshuffled per epoch as one process would), the
+trained parameters start from rank 0's, gradients are averaged after each backward pass, and only
+rank 0 writes TensorBoard files and checkpoints and evaluates.
 """
 from __future__ import annotations
 
@@ -33,8 +40,10 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
 from dassl.utils import save_checkpoint
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
 
 import loreal
+from loreal import distributed
 from loreal.baselines import BaselineLearner, Logits, PromptModel, create_learner, get_baseline
 from loreal.checkpoints import file_digest, read_checkpoint, resolve_checkpoint
 from loreal.clip import PromptableCLIP, load_clip, resolve_precision, stock_clip
@@ -100,7 +109,8 @@ class PromptTrainer(TrainerX):
 
     # ------------------------------------------------------------------- build
     def build_data_loader(self) -> None:
-        dm = DataManager(self.cfg, **self.data_manager_kwargs())
+        with distributed.main_process_first():  # rank 0 writes the few-shot split, the others read it
+            dm = DataManager(self.cfg, **self.data_manager_kwargs())
         self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
         self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
         self.num_classes, self.num_source_domains, self.lab2cname = dm.num_classes, dm.num_source_domains, dm.lab2cname
@@ -132,6 +142,7 @@ class PromptTrainer(TrainerX):
             self.load_checkpoint_file(name, cfg.MODEL.INIT_WEIGHTS, module)
         self.optim = build_optimizer(module, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        distributed.broadcast_parameters(module.parameters())
         self.register_model(name, module, self.optim, self.sched)
         self.scaler = grad_scaler() if self.precision == "amp" and self.device.type == "cuda" else None
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -170,15 +181,56 @@ class PromptTrainer(TrainerX):
         if self.scaler is not None:
             self.model_zero_grad()
             self.scaler.scale(loss).backward()
+            self.average_gradients()
             for optim in self._optims.values():
                 if optim is not None:
                     self.scaler.step(optim)
             self.scaler.update()
         else:
-            self.model_backward_and_update(loss)
+            self.model_zero_grad()
+            self.model_backward(loss)
+            self.average_gradients()
+            self.model_update()
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()  # once per epoch, as upstream; Dassl's loop does not step schedulers
         return self.loss_summary(loss, output, labels, terms)
+
+    def average_gradients(self) -> None:
+        """Several processes: each registered module's gradients become their mean over the ranks."""
+        distributed.average_gradients(p for name in self.get_model_names() for p in self._models[name].parameters())
+
+    # -------------------------------------------------------- several processes
+    def before_train(self) -> None:
+        if distributed.is_distributed():
+            self.train_loader_x = self.distributed_loader(self.train_loader_x)
+        super().before_train()
+
+    def distributed_loader(self, loader: DataLoader) -> DataLoader:
+        """``loader`` for this rank: its slice of every global batch of the same size."""
+        world = distributed.world_size()
+        local = distributed.local_batch_size(loader.batch_size, world)
+        sampler = DistributedSampler(loader.dataset, num_replicas=world, rank=distributed.rank(), shuffle=True,
+                                     seed=max(int(self.cfg.SEED), 0))
+        print(f"Process {distributed.rank()} of {world}: {local} of every {loader.batch_size} samples per step")
+        return DataLoader(loader.dataset, batch_size=local, sampler=sampler, num_workers=loader.num_workers,
+                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+
+    def before_epoch(self) -> None:
+        sampler = getattr(self.train_loader_x, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(self.epoch)  # the same permutation on every rank, a new one per epoch
+
+    def init_writer(self, log_dir: str) -> None:
+        if distributed.is_main_process():
+            super().init_writer(log_dir)
+
+    def after_epoch(self) -> None:
+        if distributed.is_main_process():  # validation and checkpoints: rank 0 (the others wait at the next step)
+            super().after_epoch()
+
+    def after_train(self) -> None:
+        if distributed.is_main_process():
+            super().after_train()
 
     def loss_summary(self, loss: torch.Tensor, output: torch.Tensor, labels: torch.Tensor, terms: dict) -> dict:
         """What a training step logs. Default: loss and train accuracy, as upstream."""
@@ -246,6 +298,8 @@ class PromptTrainer(TrainerX):
 
     def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result: float | None = None,
                    model_name: str = "") -> None:
+        if not distributed.is_main_process():
+            return
         meta = self.checkpoint_meta()
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from loreal import distributed
 from loreal.attributes import load_bank
 from loreal.checkpoints import LOREAL_CHECKPOINT_NAME, file_digest, load_learner_checkpoint
 from loreal.config import from_mapping, to_mapping
@@ -130,7 +131,8 @@ class LorealTrainer(PromptTrainer):
     def before_train(self) -> None:
         self._require_students()
         if self.loreal_config.cache and self.cache is None:
-            self.cache = self._embedding_cache(self.model)
+            with distributed.main_process_first():  # rank 0 builds and saves the cache, the others read it
+                self.cache = self._embedding_cache(self.model)
         super().before_train()
 
     def _require_students(self) -> None:

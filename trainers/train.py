@@ -9,7 +9,9 @@ The command line of the upstream repositories' ``train.py``, e.g.::
 
 Differences: ``--seed 0`` is honoured; ``MODEL.BACKBONE.NAME`` may be a local CLIP file;
 ``INPUT.SIZE`` below 224 runs CLIP's image tower natively at that size; MMRL needs no ``TASK``
-in the opts (default B2N).
+in the opts (default B2N). Several GPUs: ``torchrun --nproc_per_node N train.py ...`` trains
+data-parallel (one process per GPU, the batch size is the global one); a plain ``python train.py``
+uses one GPU and says so when more are visible (upstream wraps the model in DataParallel).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
 import loreal.datasets  # noqa: F401  (registers the datasets)
 import loreal.trainers  # noqa: F401  (registers the trainers)
+from loreal import distributed
 from loreal.errors import LorealError
 from loreal.pipeline.stage import mark_done
 from loreal.trainers.config import setup_cfg
@@ -85,7 +88,19 @@ def main(argv: list[str] | None = None):
     """Run ``train.py`` with these arguments; returns the trainer (for notebooks and tests)."""
     args = build_parser().parse_args(argv)
     cfg = setup_cfg(args)
-    setup_logger(cfg.OUTPUT_DIR)  # before the seed line (upstream prints it to the console only)
+    launch = distributed.launch_from_env()
+    if launch is not None and not distributed.is_distributed():
+        distributed.init(launch, cfg.USE_CUDA)
+    if distributed.is_main_process():
+        setup_logger(cfg.OUTPUT_DIR)  # before the seed line (upstream prints it to the console only)
+    else:
+        sys.stdout = open(os.devnull, "w")  # one log: rank 0's (errors still reach stderr)
+    if launch is not None:
+        print(f"Distributed: {launch.world_size} processes ({torch.distributed.get_backend()}); "
+              f"DATALOADER.TRAIN_X.BATCH_SIZE is the global batch")
+    elif torch.cuda.is_available() and cfg.USE_CUDA and torch.cuda.device_count() > 1:
+        print(f"{torch.cuda.device_count()} GPUs visible, this run uses one: to train on all of them, launch "
+              f"`torchrun --nproc_per_node {torch.cuda.device_count()} train.py ...` with the same arguments")
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -101,7 +116,7 @@ def main(argv: list[str] | None = None):
         trainer.test()
     elif not args.no_train:
         trainer.train()
-    if args.eval_only or not args.no_train:
+    if distributed.is_main_process() and (args.eval_only or not args.no_train):  # rank 0 writes
         # Last: a folder without this marker is an interrupted run that a pipeline re-runs, never a result.
         mark_done(cfg.OUTPUT_DIR, {"trainer": cfg.TRAINER.NAME, "eval_only": bool(args.eval_only),
                                    "argv": sys.argv[1:] if argv is None else argv})
@@ -115,6 +130,8 @@ def run(argv: list[str] | None = None) -> None:
     except LorealError as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

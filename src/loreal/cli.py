@@ -12,7 +12,8 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler (peak memory on C
 
 # (command, help, modules whose add_parser(subparsers) add its sub-commands)
 COMMANDS = [
-    ("bench", "benchmarks (tables, or JSON with --json)", ["loreal.bench.resolution", "loreal.bench.text", "loreal.bench.efficiency"]),
+    ("bench", "benchmarks (tables, or JSON with --json)", ["loreal.bench.resolution", "loreal.bench.text", "loreal.bench.efficiency",
+              "loreal.bench.memory"]),
     ("pipeline", "the low-resolution benchmark pipelines (stages of train.py runs), from any folder", ["loreal.pipeline.cli"]),
 ]
 # Single-level commands: module whose add_parser(subparsers) adds the command itself.

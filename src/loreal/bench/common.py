@@ -31,6 +31,21 @@ def time_ms(fn: Callable[[], object], device: torch.device, repeats: int = 3, wa
     return statistics.median(times)
 
 
+def time_interleaved(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int = 3,
+                     warmup: int = 1) -> dict[str, float]:
+    """Median wall time in milliseconds of each of ``fns``, run in turn (A B A B ...) so drifts hit all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(warmup + repeats):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            if r >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """Silence the profiler's native log lines (written straight to fd 2)."""

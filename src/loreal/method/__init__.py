@@ -2,6 +2,7 @@
 from .config import Bridge, LorealConfig, PromptOrder
 from .losses import hld, lld
 from .metanet import AttributeMetaNets
+from . import chunked
 from .model import LorealModel, StudentOutput, TrainOutput
 from .prompt import attribute_template
 

@@ -56,7 +56,11 @@ class LorealConfig:
         cache_views: augmented views per image in the cache (1 = no augmentation).
         cache_dir: where caches live ("" = $LOREAL_CACHE or ~/.cache/loreal/embeddings).
         fast_text: shared-prefix text encoding (exact; the plain path is kept as reference).
-        class_chunk: classes per text-encoder chunk in the fast path (bounds memory; 0 = all).
+        class_chunk: classes per text-encoder chunk; in training each chunk's graph is recomputed
+            in the backward pass, so memory is one chunk's whatever the number of classes
+            (:mod:`.chunked`). 0 = picked from ``memory_budget`` in training, all at once in inference.
+        memory_budget: GiB of text-tower graph one training chunk may hold, from which the chunk
+            is picked when ``class_chunk`` is 0 (0 = no bound: all classes in one pass).
     """
 
     yacs_node: ClassVar[str] = "LOREAL"
@@ -86,6 +90,7 @@ class LorealConfig:
     cache_dir: str = ""
     fast_text: bool = True
     class_chunk: int = 0
+    memory_budget: float = 16.0
 
     def __post_init__(self) -> None:
         _check_choice("PROMPT_ORDER", self.prompt_order, PromptOrder)
@@ -95,6 +100,12 @@ class LorealConfig:
         for name in ("k", "m", "hidden_dim", "cache_views", "std_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TRAINER.LOREAL.{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.class_chunk < 0:
+            raise ConfigError(f"TRAINER.LOREAL.CLASS_CHUNK must hold at least one class, got {self.class_chunk}: "
+                              f"set a positive number of classes, or 0 to pick it from MEMORY_BUDGET")
+        if self.memory_budget < 0:
+            raise ConfigError(f"TRAINER.LOREAL.MEMORY_BUDGET must be a number of GiB (0 = no bound), "
+                              f"got {self.memory_budget}")
         for name in ("temp", "lld_temp"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TRAINER.LOREAL.{name.upper()} must be positive, got {getattr(self, name)}")

@@ -18,11 +18,11 @@ from torch import nn
 from ..baselines.base import BaselineLearner, Logits
 from ..clip import PromptableCLIP, VisualOutput
 from ..errors import ConfigError
+from .chunked import ChunkedText
 from .config import Bridge, LorealConfig
 from .losses import hld, lld
 from .metanet import AttributeMetaNets
 from .prompt import attribute_template
-from .text import encode_conditioned_text
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class LorealModel(nn.Module):
         self.metanets = AttributeMetaNets(config.k, clip.embed_dim, clip.text_width, config.m, config.hidden_dim,
                                           config.distinct_slots).to(clip.device)
         self.set_attributes(attributes)
+        self.text = ChunkedText(config)
         logger.info("LOREAL on %s: %d attributes %s, %d trainable meta-net parameters",
                     alpha.name, config.k, list(self.attributes), self.num_trainable())
 
@@ -115,8 +116,7 @@ class LorealModel(nn.Module):
         """
         content = self.metanets(condition)
         with torch.set_grad_enabled(torch.is_grad_enabled() and logits_grad):
-            text = encode_conditioned_text(self.clip, learner, self.template_of(learner), content,
-                                           fast=self.config.fast_text, class_chunk=self.config.class_chunk)
+            text = self.text(self.clip, learner, learner.build_prompts(self.template_of(learner)), content)
             logits = learner.logits(image, text)
         return StudentOutput(logits, content)
 

@@ -38,15 +38,21 @@ def encode_plain(clip: PromptableCLIP, prompts, content: torch.Tensor, cut_at_eo
 
 def encode_conditioned_text(clip: PromptableCLIP, learner: BaselineLearner, template: PromptTemplate,
                             content: torch.Tensor, fast: bool = True, class_chunk: int = 0) -> torch.Tensor:
-    """``(B, C, E)`` text features of ``template`` for every class, conditioned per image.
+    """``(B, C, E)`` text features of ``template`` for every class, conditioned per image."""
+    return encode_prompts(clip, learner.build_prompts(template), content, fast, class_chunk, owner=learner)
+
+
+def encode_prompts(clip: PromptableCLIP, prompts, content: torch.Tensor, fast: bool = True,
+                   class_chunk: int = 0, owner: BaselineLearner | None = None) -> torch.Tensor:
+    """``(B, C, E)`` text features of a baseline's prompts, conditioned per image.
 
     The plain path encodes all B·C prompts, cut after the last EOT. ``fast`` selects the
     shared-prefix path (same numbers, less work; see :mod:`.fast_text`), which itself falls back
-    to the plain path where no exact split exists.
+    to the plain path where no exact split exists. ``owner``, the learner that built all of
+    ``prompts`` (never a subset of its classes), lets that path reuse frozen prefixes.
     """
-    prompts = learner.build_prompts(template)
     if fast:
         from . import fast_text
 
-        return fast_text.encode(clip, prompts, content, class_chunk, owner=learner)
+        return fast_text.encode(clip, prompts, content, class_chunk, owner=owner)
     return encode_plain(clip, prompts, content)
