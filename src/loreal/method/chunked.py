@@ -54,29 +54,30 @@ class _ChunkedFeatures(torch.autograd.Function):
     """Features of all classes without a graph; gradients by re-encoding one chunk at a time."""
 
     @staticmethod
-    def forward(ctx, content, clip, prompts, chunk, fast):
+    def forward(ctx, content, clip, prompts, chunk, fast, owner):
         ctx.save_for_backward(content)
-        ctx.args = clip, prompts, chunk, fast
+        ctx.args = clip, prompts, chunk, fast, owner
         device = content.device.type  # the backward pass re-encodes under the same autocast as this one
         ctx.autocast = device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
         # Grad mode on with nothing requiring grad: no graph is built, and the text path takes the same
         # branches as in a plain training step (the shared-prefix cache is for frozen prefixes only).
         with torch.enable_grad():
             free = content.detach()
-            return torch.cat([encode_prompts(clip, part, free, fast) for _, part in class_chunks(prompts, chunk)], 1)
+            return torch.cat([encode_prompts(clip, part, free, fast, owner=owner, class_offset=classes.start)
+                              for classes, part in class_chunks(prompts, chunk)], 1)
 
     @staticmethod
     def backward(ctx, grad):
         (content,) = ctx.saved_tensors
-        clip, prompts, chunk, fast = ctx.args
+        clip, prompts, chunk, fast, owner = ctx.args
         device, enabled, dtype = ctx.autocast
         total = torch.zeros_like(content)
         for classes, part in class_chunks(prompts, chunk):
             with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
                 leaf = content.detach().requires_grad_()
-                feats = encode_prompts(clip, part, leaf, fast)
+                feats = encode_prompts(clip, part, leaf, fast, owner=owner, class_offset=classes.start)
             total += torch.autograd.grad(feats, leaf, grad[:, classes])[0]
-        return total, None, None, None, None
+        return total, None, None, None, None, None
 
 
 def encode_chunked(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, chunk: int,
@@ -84,13 +85,12 @@ def encode_chunked(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Te
     """``(B, C, E)`` text features whose training graph is held for ``chunk`` classes at a time.
 
     ``chunk`` of 0 or at least C is today's single pass (nothing recomputed; ``owner``, the
-    learner of ``prompts``, lets it reuse frozen prefixes). Only ``content`` receives gradients:
-    the prompts and the tower must be frozen. The chunks go without an owner: the prefix cache
-    keys its entries by class positions within the prompts it is given.
+    learner of ``prompts``, lets every pass reuse frozen prefixes, chunk by chunk). Only ``content``
+    receives gradients: the prompts and the tower must be frozen.
     """
     if chunk <= 0 or chunk >= prompts.embeddings.shape[0]:
         return encode_prompts(clip, prompts, content, fast, owner=owner)
-    return _ChunkedFeatures.apply(content, clip, prompts, chunk, fast)
+    return _ChunkedFeatures.apply(content, clip, prompts, chunk, fast, owner)
 
 
 def graph_bytes(fn: Callable[[], object]) -> int:

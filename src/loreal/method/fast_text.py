@@ -62,7 +62,7 @@ def choose_split(prompts: PromptBatch, num_attributes: int, cut: int) -> _Split 
 
 
 def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, class_chunk: int = 0,
-           owner: nn.Module | None = None) -> torch.Tensor:
+           owner: nn.Module | None = None, class_offset: int = 0) -> torch.Tensor:
     """``(B, C, E)`` text features of image-conditioned prompts, via shared prefixes.
 
     Args:
@@ -72,6 +72,7 @@ def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, cl
         class_chunk: classes per chunk (bounds memory); 0 = all at once.
         owner: the learner that built ``prompts``. With it, a frozen per-class prefix is computed
             once and reused while nothing that shapes it changes (:mod:`.prefix_cache`).
+        class_offset: ``prompts`` are the owner's classes from this index on (a chunk of them).
     """
     num_cls = prompts.embeddings.shape[0]
     cut = int(prompts.tokens.eot_index.max()) + 1
@@ -79,13 +80,13 @@ def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, cl
     if split is None:
         return encode_plain(clip, prompts, content)
     chunk = class_chunk if class_chunk > 0 else num_cls
-    parts = [_encode_chunk(clip, prompts, content, split, cut, slice(s, min(s + chunk, num_cls)), owner)
+    parts = [_encode_chunk(clip, prompts, content, split, cut, slice(s, min(s + chunk, num_cls)), owner, class_offset)
              for s in range(0, num_cls, chunk)]
     return torch.cat(parts, dim=1)
 
 
 def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, classes: slice,
-                  owner: nn.Module | None) -> torch.Tensor:
+                  owner: nn.Module | None, class_offset: int) -> torch.Tensor:
     tokens = prompts.tokens
     emb = prompts.embeddings[classes, :cut]
     sub_tokens = type(tokens)(tokens.token_ids[classes], tokens.eot_index[classes],
@@ -102,7 +103,8 @@ def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, 
     rows, fold, s_len, dim = suffix.shape
     eot = sub_tokens.eot_index - p  # positions inside the suffix
     eot = eot.repeat_interleave(batch) if split.by_class else eot.repeat(batch)
-    key = (prompts.template, tuple(getattr(owner, "classnames", ())), classes.start, classes.stop, p, cut)
+    first = class_offset + classes.start  # the owner's class indices this chunk's prefix rows hold
+    key = (prompts.template, tuple(getattr(owner, "classnames", ())), first, first + classes.stop - classes.start, p, cut)
     state = _prefix_state(clip, prefix, prompts.plan, owner if split.by_class else None, key)
     xs = suffix.reshape(rows * fold, s_len, dim)
     blocks = clip.clip.transformer.resblocks

@@ -43,16 +43,17 @@ def encode_conditioned_text(clip: PromptableCLIP, learner: BaselineLearner, temp
 
 
 def encode_prompts(clip: PromptableCLIP, prompts, content: torch.Tensor, fast: bool = True,
-                   class_chunk: int = 0, owner: BaselineLearner | None = None) -> torch.Tensor:
+                   class_chunk: int = 0, owner: BaselineLearner | None = None, class_offset: int = 0) -> torch.Tensor:
     """``(B, C, E)`` text features of a baseline's prompts, conditioned per image.
 
     The plain path encodes all B·C prompts, cut after the last EOT. ``fast`` selects the
     shared-prefix path (same numbers, less work; see :mod:`.fast_text`), which itself falls back
-    to the plain path where no exact split exists. ``owner``, the learner that built all of
-    ``prompts`` (never a subset of its classes), lets that path reuse frozen prefixes.
+    to the plain path where no exact split exists. ``owner``, the learner that built ``prompts``,
+    lets that path reuse frozen prefixes; ``class_offset`` says where ``prompts`` start among the
+    owner's classes when they are a chunk of them.
     """
     if fast:
         from . import fast_text
 
-        return fast_text.encode(clip, prompts, content, class_chunk, owner=owner)
+        return fast_text.encode(clip, prompts, content, class_chunk, owner=owner, class_offset=class_offset)
     return encode_plain(clip, prompts, content)
