@@ -9,8 +9,8 @@ shift 4
 SUB=${SUB:-new}
 
 COMMON_DIR=${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-MODEL_DIR=${OUTPUT}/base2new/train_base/${COMMON_DIR}
-DIR=${OUTPUT}/base2new/test_${SUB}/${COMMON_DIR}
+MODEL_DIR=${RUNS}/base2new/train_base/${COMMON_DIR}
+DIR=${RUNS}/base2new/test_${SUB}/${COMMON_DIR}
 # shellcheck disable=SC2046
 train_once "$DIR" "$TRAINER" "$CFG" "$DATASET" "$SEED" \
     --model-dir "$MODEL_DIR" \
@@ -18,4 +18,4 @@ train_once "$DIR" "$TRAINER" "$CFG" "$DATASET" "$SEED" \
     --eval-only \
     DATASET.NUM_SHOTS "$SHOTS" \
     DATASET.SUBSAMPLE_CLASSES "$SUB" \
-    $(method_opts "$TRAINER" b2n) "$@"
+    $(method_opts "$TRAINER" b2n) "${SIZE_OPTS[@]}" "$@"

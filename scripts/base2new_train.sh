@@ -6,9 +6,9 @@ usage base2new_train.sh "$@"
 TRAINER=$1 CFG=$2 DATASET=$3 SEED=$4
 shift 4
 
-DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
+DIR=${RUNS}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
 # shellcheck disable=SC2046  # method_opts is a list of words
 train_once "$DIR" "$TRAINER" "$CFG" "$DATASET" "$SEED" \
     DATASET.NUM_SHOTS "$SHOTS" \
     DATASET.SUBSAMPLE_CLASSES base \
-    $(method_opts "$TRAINER" b2n) "$@"
+    $(method_opts "$TRAINER" b2n) "${SIZE_OPTS[@]}" "$@"

@@ -1,7 +1,8 @@
-# Shared by the run scripts; sourced, not run. Scripts run from the repository root:
+# Shared by the run scripts; sourced, not run. The baseline scripts run from the repository root:
 #   DATA=$HOME/datasets scripts/base2new_train.sh MaPLe vit_b16_c2_ep5_batch4_2ctx oxford_pets 1
-# Environment: DATA (dataset root, default ./data), SHOTS (default 16), OUTPUT (default output),
-# PYTHON (default python; PYTHON=echo prints the commands instead of running them).
+# (the lr_*.sh pipelines run from any folder). Environment: DATA (dataset root, default ./data),
+# SHOTS (default 16), OUTPUT (default output), SIZE (image size, default 224; another size writes
+# under OUTPUT/lr<SIZE>/), PYTHON (default python; PYTHON=echo prints the commands instead).
 
 set -euo pipefail
 
@@ -9,6 +10,14 @@ DATA=${DATA:-./data}
 SHOTS=${SHOTS:-16}
 OUTPUT=${OUTPUT:-output}
 PYTHON=${PYTHON:-python}
+SIZE=${SIZE:-224}
+# Runs at a size other than CLIP's 224 get their own tree, so the 224 and φ runs never share a folder.
+RUNS=$OUTPUT
+SIZE_OPTS=()
+if [ "$SIZE" != 224 ]; then
+    RUNS=$OUTPUT/lr$SIZE
+    SIZE_OPTS=(INPUT.SIZE "(${SIZE}, ${SIZE})")
+fi
 
 # usage NAME ARGS... : check the four positional arguments TRAINER CFG DATASET SEED.
 usage() {
@@ -45,15 +54,35 @@ method_opts() {
     fi
 }
 
-# run_once DIR ARGS... : run train.py with ARGS unless DIR exists (a finished or running job).
+# run_once DIR ARGS... : run train.py with ARGS unless DIR holds a finished run. train.py writes
+# loreal_done.json last (loreal.pipeline.stage.MARKER); a folder without it is an interrupted run,
+# run again in place (training resumes from its last saved epoch), never skipped.
 run_once() {
     local dir=$1
     shift
-    if [ -d "$dir" ]; then
-        echo "The results exist at ${dir} (so skip this job)"
+    if [ -f "$dir/loreal_done.json" ]; then
+        echo "The results exist at ${dir} (finished; skip this job)"
         return 0
     fi
+    if [ -d "$dir" ]; then
+        echo "${dir} holds an interrupted run (no loreal_done.json): running it again"
+    fi
     $PYTHON train.py "$@"
+}
+
+# lr_pipeline NAME ARGS... : `loreal pipeline NAME` with this environment (DATA, OUTPUT, SHOTS; ALPHA
+# for --alpha; PYTHON=echo prints the commands). Runs from any folder where $PYTHON imports loreal.
+lr_pipeline() {
+    local name=$1 py=$PYTHON
+    shift
+    local flags=(--root "$DATA" --output "$OUTPUT" --shots "$SHOTS")
+    if [ "$py" = echo ]; then
+        py=python
+        flags+=(--dry-run)
+    fi
+    if [ -n "${ALPHA:-}" ]; then flags+=(--alpha "$ALPHA"); fi
+    if [ -n "${TARGETS:-}" ]; then flags+=(--targets "$TARGETS"); fi
+    exec "$py" -m loreal.cli pipeline "$name" "${flags[@]}" "$@"
 }
 
 # train_once DIR TRAINER CFG DATASET SEED ARGS... : train.py with the arguments every run shares

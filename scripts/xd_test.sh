@@ -8,11 +8,11 @@ TRAINER=$1 CFG=$2 DATASET=$3 SEED=$4
 shift 4
 SOURCE=${SOURCE:-imagenet}
 
-MODEL_DIR=${OUTPUT}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
-DIR=${OUTPUT}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}
+MODEL_DIR=${RUNS}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
+DIR=${RUNS}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}
 # shellcheck disable=SC2046
 train_once "$DIR" "$TRAINER" "$CFG" "$DATASET" "$SEED" \
     --model-dir "$MODEL_DIR" \
     ${LOADEP:+--load-epoch "$LOADEP"} \
     --eval-only \
-    $(method_opts "$TRAINER" xd) "$@"
+    $(method_opts "$TRAINER" xd) "${SIZE_OPTS[@]}" "$@"

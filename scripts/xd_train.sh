@@ -7,8 +7,8 @@ usage xd_train.sh "$@"
 TRAINER=$1 CFG=$2 DATASET=$3 SEED=$4
 shift 4
 
-DIR=${OUTPUT}/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
+DIR=${RUNS}/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 # shellcheck disable=SC2046
 train_once "$DIR" "$TRAINER" "$CFG" "$DATASET" "$SEED" \
     DATASET.NUM_SHOTS "$SHOTS" \
-    $(method_opts "$TRAINER" xd) "$@"
+    $(method_opts "$TRAINER" xd) "${SIZE_OPTS[@]}" "$@"

@@ -249,6 +249,7 @@ def test_cross_dataset_scripts_and_mmrl_options(tmp_path):
 def test_scripts_skip_existing_runs_and_reject_bad_arguments(tmp_path):
     out = tmp_path / "output"
     (out / "base2new/train_base/dtd/shots_16/CoOp/vit_b16_ctxv1/seed1").mkdir(parents=True)
+    (out / "base2new/train_base/dtd/shots_16/CoOp/vit_b16_ctxv1/seed1/loreal_done.json").write_text("{}")
     skipped = script("base2new_train.sh", "CoOp", "vit_b16_ctxv1", "dtd", "1", OUTPUT=str(out))
     assert skipped.returncode == 0 and "skip this job" in skipped.stdout and "train.py" not in skipped.stdout
     assert script("base2new_train.sh", "CoOp").returncode == 2

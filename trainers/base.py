@@ -36,7 +36,7 @@ from torch import nn
 import loreal
 from loreal.baselines import BaselineLearner, Logits, PromptModel, create_learner, get_baseline
 from loreal.checkpoints import file_digest, read_checkpoint, resolve_checkpoint
-from loreal.clip import PromptableCLIP, load_clip, resolve_precision
+from loreal.clip import PromptableCLIP, load_clip, resolve_precision, stock_clip
 from loreal.config import from_mapping, to_mapping
 from loreal.errors import CheckpointError, ConfigError
 
@@ -49,9 +49,7 @@ allow_dassl_checkpoints()
 def backbone_digest(name_or_path: str) -> str:
     """Short SHA-256 of the CLIP weights: from the download URL for standard names (``clip`` checks
     the file against it), else of the local file."""
-    import clip
-
-    url = clip.clip._MODELS.get(name_or_path)
+    url = stock_clip().clip._MODELS.get(name_or_path)
     return url.split("/")[-2][:16] if url else file_digest(osp.expanduser(name_or_path))
 
 

@@ -1,4 +1,4 @@
-"""The four baseline trainers, under upstream's registered names.
+"""The four baseline trainers, under upstream's registered names and under clash-free ones.
 
 Each names its learner; everything else (CLIP, precision, loss, checkpoints, evaluation) is
 :class:`~loreal.trainers.base.PromptTrainer` and the learner's own ``loss``/``logits``.
@@ -40,3 +40,24 @@ class MMRL(PromptTrainer):
 
 
 TRAINERS: tuple[type[PromptTrainer], ...] = (CoOp, MaPLe, MMA, MultiModalAdapter, MMRL)
+
+
+# The same trainers under names no upstream repository registers: inside a host whose own ``CoOp``
+# (which refuses any size but 224) keeps the upstream name, these still reach ours.
+class LOREAL_CoOp(CoOp):  # noqa: N801  (the registered name is the class name)
+    """Our CoOp under a name no host registers."""
+
+
+class LOREAL_MaPLe(MaPLe):  # noqa: N801
+    """Our MaPLe under a name no host registers."""
+
+
+class LOREAL_MMA(MMA):  # noqa: N801
+    """Our MMA under a name no host registers."""
+
+
+class LOREAL_MMRL(MMRL):  # noqa: N801
+    """Our MMRL under a name no host registers."""
+
+
+CLASH_FREE: tuple[type[PromptTrainer], ...] = (LOREAL_CoOp, LOREAL_MaPLe, LOREAL_MMA, LOREAL_MMRL)

@@ -31,6 +31,7 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger
 import loreal.datasets  # noqa: F401  (registers the datasets)
 import loreal.trainers  # noqa: F401  (registers the trainers)
 from loreal.errors import LorealError
+from loreal.pipeline.stage import mark_done
 from loreal.trainers.config import setup_cfg
 
 
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None):
         trainer.test()
     elif not args.no_train:
         trainer.train()
+    if args.eval_only or not args.no_train:
+        # Last: a folder without this marker is an interrupted run that a pipeline re-runs, never a result.
+        mark_done(cfg.OUTPUT_DIR, {"trainer": cfg.TRAINER.NAME, "eval_only": bool(args.eval_only),
+                                   "argv": sys.argv[1:] if argv is None else argv})
     return trainer
 
 

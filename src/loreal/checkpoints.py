@@ -82,19 +82,18 @@ def file_digest(path: str, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
-def load_learner_checkpoint(learner, path: str, epoch: int | None = None, check_meta=None,
-                            what: str = "the checkpoint") -> str:
-    """Load a baseline learner's weights (ours or an upstream repo's); returns the file used.
+def read_baseline_checkpoint(learner, path: str, epoch: int | None = None,
+                             what: str = "the checkpoint") -> tuple[str, dict]:
+    """Find and read a baseline run's checkpoint, refusing a LOREAL run or another baseline's.
 
     Args:
-        learner: the :class:`~loreal.baselines.BaselineLearner` to fill.
-        path: a checkpoint file or a Dassl output folder.
-        epoch: ``model.pth.tar-<epoch>``; None = best, else the newest.
-        check_meta: optional ``f(meta, file)`` raising on a mismatch (the trainers check the CLIP weights).
-        what: how error messages name ``path`` (e.g. the config key that set it).
+        learner: a :class:`~loreal.baselines.BaselineLearner` (or its class): its ``name`` and
+            ``checkpoint_name`` say what to look for.
+        path, epoch, what: as :func:`load_learner_checkpoint`.
 
-    Our checkpoints carry a ``meta`` block: another baseline, or a LOREAL file, is an error naming
-    both. Upstream files carry none; their keys are converted and loaded strictly.
+    Returns:
+        The file used and its contents. Upstream files carry no ``meta``: only their folder or keys
+        say what they are.
     """
     try:
         file = resolve_checkpoint(path, [learner.checkpoint_name, learner.name], epoch)
@@ -115,8 +114,26 @@ def load_learner_checkpoint(learner, path: str, epoch: int | None = None, check_
     if meta.get("baseline") and meta["baseline"] != learner.name:
         raise CheckpointError(f"{what}: {file} is a {meta['baseline']} checkpoint, but this run trains "
                               f"{learner.name}: point it at a {learner.name} run")
+    return file, ckpt
+
+
+def load_learner_checkpoint(learner, path: str, epoch: int | None = None, check_meta=None,
+                            what: str = "the checkpoint") -> str:
+    """Load a baseline learner's weights (ours or an upstream repo's); returns the file used.
+
+    Args:
+        learner: the :class:`~loreal.baselines.BaselineLearner` to fill.
+        path: a checkpoint file or a Dassl output folder.
+        epoch: ``model.pth.tar-<epoch>``; None = best, else the newest.
+        check_meta: optional ``f(meta, file)`` raising on a mismatch (the trainers check the CLIP weights).
+        what: how error messages name ``path`` (e.g. the config key that set it).
+
+    Our checkpoints carry a ``meta`` block: another baseline, or a LOREAL file, is an error naming
+    both. Upstream files carry none; their keys are converted and loaded strictly.
+    """
+    file, ckpt = read_baseline_checkpoint(learner, path, epoch, what)
     if check_meta is not None:
-        check_meta(meta, file)
+        check_meta(ckpt.get("meta") or {}, file)
     learner.load_trainable_state_dict(ckpt.get("state_dict", ckpt), source=file)
     return file
 

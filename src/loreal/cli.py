@@ -13,6 +13,7 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler (peak memory on C
 # (command, help, modules whose add_parser(subparsers) add its sub-commands)
 COMMANDS = [
     ("bench", "benchmarks (tables, or JSON with --json)", ["loreal.bench.resolution", "loreal.bench.text", "loreal.bench.efficiency"]),
+    ("pipeline", "the low-resolution benchmark pipelines (stages of train.py runs), from any folder", ["loreal.pipeline.cli"]),
 ]
 # Single-level commands: module whose add_parser(subparsers) adds the command itself.
 TOP_LEVEL: list[str] = ["loreal.demo", "loreal.attributes.cli", "loreal.results"]

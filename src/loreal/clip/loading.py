@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, MissingFileError
+from .stock import stock_clip
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +75,11 @@ def read_clip_state_dict(path: str) -> dict:
 
 
 def _available() -> list[str]:
-    import clip
-
-    return list(clip.available_models())
+    return list(stock_clip().available_models())
 
 
 def _download(name: str, root: str | None) -> str:
-    import clip
-
+    clip = stock_clip()
     root = root or os.path.expanduser("~/.cache/clip")
     url = clip.clip._MODELS[name]
     target = os.path.join(root, os.path.basename(url))
@@ -112,8 +110,7 @@ def load_clip(
         ConfigError: unknown name or precision. MissingFileError: no such file, or no network.
         CheckpointError: unreadable file, or not CLIP weights.
     """
-    from clip.model import build_model
-
+    build_model = stock_clip().model.build_model
     precision = resolve_precision(precision, device)
     if name_or_path in _available():
         path = _download(name_or_path, download_root)
@@ -143,8 +140,7 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def build_clip_architecture(name: str = "ViT-B/16", seed: int = 0) -> nn.Module:
     """The real architecture of a released ViT CLIP with random weights (fp32, frozen)."""
-    from clip.model import CLIP
-
+    CLIP = stock_clip().model.CLIP
     if name not in VIT_ARCHITECTURES:
         raise ConfigError(f"no architecture table for {name!r}: use one of {', '.join(VIT_ARCHITECTURES)}")
     with torch.random.fork_rng(devices=[]):
@@ -170,8 +166,7 @@ def build_tiny_clip(
     counts are ``width // 64``, as ``clip.model.build_model`` infers them, so a saved state dict
     rebuilds through :func:`load_clip`.
     """
-    from clip.model import CLIP
-
+    CLIP = stock_clip().model.CLIP
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIP(embed_dim, image_resolution, vision_layers, vision_width, patch_size,

@@ -34,9 +34,9 @@ Segment = Union[str, Slot]
 
 @lru_cache(maxsize=1)
 def _tokenizer():
-    from clip.simple_tokenizer import SimpleTokenizer
+    from .stock import stock_clip
 
-    return SimpleTokenizer()
+    return stock_clip().simple_tokenizer.SimpleTokenizer()
 
 
 @lru_cache(maxsize=4096)

@@ -222,9 +222,9 @@ class PromptableCLIP(nn.Module):
     # ------------------------------------------------------------------- text tower
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids ``(N, context_length)`` with CLIP's own tokenizer."""
-        import clip
+        from .stock import stock_clip
 
-        return clip.tokenize(texts, context_length=self.clip.context_length, truncate=False).to(self.device)
+        return stock_clip().tokenize(texts, context_length=self.clip.context_length, truncate=False).to(self.device)
 
     def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings ``(N, L, D)`` in the model dtype (no position embedding)."""
