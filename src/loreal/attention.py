@@ -88,7 +88,8 @@ def grad_cam(clip: PromptableCLIP, model: PredictedLogits, images: torch.Tensor)
         predictions = model(images).argmax(dim=-1).cpu().numpy()
     with GradCAM(model=model, target_layers=[clip.clip.visual.transformer.resblocks[-1].ln_1],
                  reshape_transform=to_grid) as cam:
-        maps = cam(input_tensor=images, targets=None)  # None: the highest-scoring class of each image
+        # The tower is frozen: without a gradient on the input its activations would carry none.
+        maps = cam(input_tensor=images.detach().requires_grad_(True), targets=None)  # None: the top class
     return maps, predictions
 
 
