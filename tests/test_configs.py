@@ -27,3 +27,21 @@ def test_every_loreal_config_has_its_baseline_counterpart():
         if path.parent.name.endswith("_LOREAL") and path.stem != "test_tiny":
             baseline = path.parent.name.removesuffix("_LOREAL")
             assert (path.parents[1] / baseline / path.name).is_file(), path
+
+
+@pytest.mark.parametrize("trainer", ["CoOp", "MaPLe", "MMA", "MMRL", "CoOp_LOREAL", "MaPLe_LOREAL", "MMA_LOREAL",
+                                     "MMRL_LOREAL"])
+def test_tiny_configs_keep_the_shipped_precision(trainer):
+    """The end-to-end tests run the tiny configs: they must run in the precision users' configs ask for."""
+    from loreal.baselines import get_baseline
+
+    node = get_baseline(trainer.removesuffix("_LOREAL")).config_cls.yacs_node
+
+    def prec(path):
+        cfg = get_cfg()
+        cfg.merge_from_file(str(path))
+        return cfg.TRAINER[node].PREC
+
+    folder = CONFIGS[0].parents[1] / trainer
+    shipped = {prec(p) for p in folder.glob("*.yaml") if p.stem != "test_tiny"}
+    assert shipped == {prec(folder / "test_tiny.yaml")}

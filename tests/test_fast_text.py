@@ -63,20 +63,93 @@ def test_prefix_choice_follows_the_prompt_order(promptable):
 
 
 def test_frozen_prefix_is_reused_and_follows_changed_prompts(promptable):
-    from loreal.method import fast_text
+    from loreal.method import prefix_cache
 
     learner = randomised_learner(promptable, "CoOp", seed=4)
-    model = LorealModel(promptable, learner, learner, ATTRS, LorealConfig(k=3))
+    model = LorealModel(promptable, learner, randomised_learner(promptable, "CoOp", seed=5), ATTRS, LorealConfig(k=3))
     template = model.template_of(learner)
     content = model.metanets(torch.randn(2, promptable.embed_dim))
-    fast_text._PREFIX_CACHE.clear()
+    prefix_cache.clear()
     first = encode_conditioned_text(promptable, learner, template, content, fast=True)
-    assert len(fast_text._PREFIX_CACHE) == 1
+    assert prefix_cache.entries(learner) == 1
     again = encode_conditioned_text(promptable, learner, template, content, fast=True)
-    assert len(fast_text._PREFIX_CACHE) == 1 and torch.equal(first, again)  # reused, not recomputed
+    assert prefix_cache.entries(learner) == 1 and torch.equal(first, again)  # reused, not recomputed
     with torch.no_grad():
         learner.ctx.add_(0.5)  # another baseline checkpoint: the prefix changes
     changed = encode_conditioned_text(promptable, learner, template, content, fast=True)
     plain = encode_conditioned_text(promptable, learner, template, content, fast=False)
-    assert len(fast_text._PREFIX_CACHE) == 2
+    assert prefix_cache.entries(learner) == 2
     assert relative_error(changed, plain) <= 1e-5 and not torch.allclose(changed, first)
+
+
+def test_a_released_learner_releases_its_prefixes(promptable):
+    import gc
+
+    from loreal.method import prefix_cache
+
+    prefix_cache.clear()
+    learner = randomised_learner(promptable, "MaPLe", seed=6)
+    model = LorealModel(promptable, learner, randomised_learner(promptable, "MaPLe", seed=7), ATTRS, LorealConfig(k=3))
+    encode_conditioned_text(promptable, learner, model.template_of(learner), model.metanets(torch.randn(2, promptable.embed_dim)))
+    assert prefix_cache.entries(learner) == 1
+    del model, learner
+    gc.collect()
+    assert len(prefix_cache._CACHES) == 0
+
+
+def plain_logits(model, learner, image, condition):
+    content = model.metanets(condition)
+    text = encode_conditioned_text(model.clip, learner, model.template_of(learner), content, fast=False)
+    return learner.logits(image, text).main
+
+
+def distinct_students(promptable, name, order):
+    """α and β of one baseline whose every learned tensor differs (MMA's adapters, MaPLe's deep
+    prompts, MMRL's tokens), as after stages 1 and 2."""
+    alpha, beta = randomised_learner(promptable, name, seed=11), randomised_learner(promptable, name, seed=12)
+    model = LorealModel(promptable, alpha, beta, ATTRS, LorealConfig(k=3, prompt_order=order))
+    g = torch.Generator().manual_seed(3)
+    std, lr = model.encode_views(torch.randn(3, 3, 224, 224, generator=g), torch.randn(3, 3, 96, 96, generator=g))
+    return model, std, lr
+
+
+@pytest.mark.parametrize("order", ["paper", "official"])
+@pytest.mark.parametrize("name", ["CoOp", "MaPLe", "MMA", "MMRL"])
+def test_distinct_students_in_alternating_calls_match_the_plain_path(promptable, name, order):
+    from loreal.method import prefix_cache
+
+    prefix_cache.clear()
+    model, std, lr = distinct_students(promptable, name, order)
+    # As training runs them: α without a graph, β with one, α again, then β's evaluation pass.
+    calls = [(model.alpha, std, lr.pooled, True, False), (model.beta, lr, std.pooled, True, True),
+             (model.alpha, std, lr.pooled, True, False), (model.beta, lr, lr.pooled, False, True)]
+    for learner, image, condition, grad, logits_grad in calls:
+        with torch.set_grad_enabled(grad):
+            fast = model.student(learner, image, condition, logits_grad=logits_grad).logits.main
+        with torch.no_grad():
+            plain = plain_logits(model, learner, image, condition)
+        assert relative_error(fast.detach(), plain) <= 1e-5, learner is model.alpha
+    if order == "paper":  # one frozen per-class prefix per student, never shared
+        assert prefix_cache.entries(model.alpha) == 1 and prefix_cache.entries(model.beta) == 1
+
+
+@pytest.mark.parametrize("name", ["CoOp", "MaPLe", "MMA", "MMRL"])
+def test_autocast_training_pass_then_fp32_evaluation(promptable, name):
+    """bf16 autocast on the CPU stands in for CUDA fp16/amp: a prefix computed under autocast is never
+    served to the fp32 evaluation pass (it used to be: a dtype error)."""
+    from loreal.method import prefix_cache
+
+    prefix_cache.clear()
+    model, std, lr = distinct_students(promptable, name, "paper")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.training_step(std, lr, torch.tensor([0, 1, 2]))
+        with torch.no_grad():
+            amp_plain = plain_logits(model, model.beta, lr, std.pooled)
+    assert torch.isfinite(out.loss)
+    assert relative_error(out.beta.logits.main.detach().float(), amp_plain.float()) <= 5e-2  # bf16 rounding only
+    out.loss.backward()
+    with torch.no_grad():
+        fast = model.student(model.beta, lr, lr.pooled).logits.main
+        plain = plain_logits(model, model.beta, lr, lr.pooled)
+    assert fast.dtype == torch.float32
+    assert relative_error(fast, plain) <= 1e-5

@@ -26,25 +26,28 @@ def env(tmp_path_factory):
     clip_file = root / "tiny_clip.pt"
     torch.save(build_tiny_clip(seed=0, vision_width=64, text_width=64, embed_dim=32).state_dict(), clip_file)
     write_synthetic_dataset(root / "data", "oxford_pets", num_classes=4, images_per_class=8, image_size=32)
+    write_synthetic_dataset(root / "data", "caltech101", num_classes=3, images_per_class=4, image_size=32)
     return root
 
 
 def run_script(env, *args, output="output", extra=()):
     environ = {**os.environ, "DATA": str(env / "data"), "SHOTS": "4", "OUTPUT": str(env / output),
-               "LOREAL_CACHE": str(env / "cache"), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+               "LOREAL_CACHE": str(env / "cache"), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable,
+               "LOREAL_CPU_AUTOCAST": "bf16"}
     return subprocess.run(["bash", "scripts/lr_base2new.sh", *args, "MODEL.BACKBONE.NAME", str(env / "tiny_clip.pt"),
                            *extra], cwd=REPO, env=environ, capture_output=True, text=True, timeout=600)
 
 
 def run_train(env, *args):
-    environ = {**os.environ, "LOREAL_CACHE": str(env / "cache"), "OMP_NUM_THREADS": "1"}
+    environ = {**os.environ, "LOREAL_CACHE": str(env / "cache"), "OMP_NUM_THREADS": "1", "LOREAL_CPU_AUTOCAST": "bf16"}
     return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=environ, capture_output=True, text=True,
                           timeout=300)
 
 
 @pytest.fixture(scope="module")
 def pipelines(env):
-    """The four-stage script once per baseline (φ = 96)."""
+    """The four-stage script once per baseline (φ = 96), α and β distinct runs, each tiny config with its
+    shipped config's precision (CoOp/MaPLe fp16 -> fp32 on the CPU; MMA/MMRL amp -> bf16 autocast here)."""
     done = {}
     for name in BASELINES:
         proc = run_script(env, name, "test_tiny", "test_tiny", "oxford_pets", "1", "96")
@@ -103,7 +106,7 @@ def test_cached_runs_reuse_the_cache_and_rebuild_when_beta_changes(env, pipeline
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Embedding cache: reused" in (env / "again/log.txt").read_text()
     other = run_train(env, "--output-dir", str(env / "other_beta"), *args, "TRAINER.LOREAL.BETA_CHECKPOINT",
-                      str(dirs["alpha"]))  # another β: α's file for both students
+                      str(dirs["alpha"]), "TRAINER.LOREAL.CHECK_ROLES", "False")  # another β: α's file for both
     assert other.returncode == 0, other.stderr[-2000:]
     assert "Embedding cache: built" in (env / "other_beta/log.txt").read_text()
     assert len(list((env / "cache").glob("embeddings-*.pt"))) >= 2  # the first cache is still there
@@ -137,3 +140,62 @@ def test_bad_stage_inputs_name_the_fix(env, pipelines, opts, message):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_stage3_accuracy_equals_an_evaluation_only_reload(env, pipelines, name):
+    """What stage 3 reports at its end is what its checkpoint gives when reloaded; evaluation needs
+    neither α nor β passed (β comes from the checkpoint's record)."""
+    dirs = stage_dirs(env, name)
+    args = [a for a in loreal_args(env, name, f"reload_{name}") if a not in ("TRAINER.LOREAL.BETA_CHECKPOINT",
+                                                                           str(dirs["beta"]))]
+    proc = run_train(env, "--eval-only", "--model-dir", str(dirs["loreal"]), *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert parse_log(env / f"reload_{name}/log.txt") == parse_log(dirs["loreal"] / "log.txt")
+    assert "Student beta from the checkpoint's record" in (env / f"reload_{name}/log.txt").read_text()
+
+
+def test_another_dataset_is_evaluated_with_the_training_bank(env, pipelines):
+    from loreal.attributes import load_bank
+
+    dirs = stage_dirs(env, "CoOp")
+    trained = load_bank("oxford_pets").attributes
+    args = ["--root", str(env / "data"), "--seed", "1", "--trainer", "CoOp_LOREAL", "--eval-only",
+            "--model-dir", str(dirs["loreal"]), "--dataset-config-file", "configs/datasets/caltech101.yaml",
+            "--config-file", "configs/trainers/CoOp_LOREAL/test_tiny.yaml", "INPUT.SIZE", "(96, 96)",
+            "MODEL.BACKBONE.NAME", str(env / "tiny_clip.pt")]
+    proc = run_train(env, "--output-dir", str(env / "xd_caltech"), *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (env / "xd_caltech/log.txt").read_text()
+    assert f"Attributes from the checkpoint (trained with them): {', '.join(trained)}" in log
+    assert parse_log(env / "xd_caltech/log.txt") is not None
+    refused = run_train(env, "--output-dir", str(env / "xd_caltech_bank"), *args,
+                        "TRAINER.LOREAL.ATTRIBUTES", "caltech101")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"trained with the attributes {list(trained)}" in refused.stderr
+    assert str(list(load_bank("caltech101").attributes)) in refused.stderr
+
+
+@pytest.mark.parametrize("opts,message", [
+    (("TRAINER.LOREAL.ALPHA_CHECKPOINT", "{alpha}", "TRAINER.LOREAL.BETA_CHECKPOINT", "{alpha}"),
+     "was trained at 224x224, but student beta must be trained at phi = INPUT.SIZE = 96"),
+    (("TRAINER.LOREAL.ALPHA_CHECKPOINT", "{beta}", "TRAINER.LOREAL.BETA_CHECKPOINT", "{beta}"),
+     "was trained at 96x96, but student alpha must be trained at the standard size"),
+    (("TRAINER.LOREAL.ALPHA_CHECKPOINT", "{alpha}"), "BETA_CHECKPOINT is empty: set it to the stage-2 output folder"),
+])
+def test_students_are_checked_against_their_roles(env, pipelines, opts, message):
+    dirs = stage_dirs(env, "CoOp")
+    values = {"alpha": str(dirs["alpha"]), "beta": str(dirs["beta"])}
+    args = [a for a in loreal_args(env, "CoOp", "roles") if a not in ("TRAINER.LOREAL.BETA_CHECKPOINT", str(dirs["beta"]))]
+    proc = run_train(env, *args, *[o.format(**values) for o in opts])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "CHECK_ROLES False" in proc.stderr
+
+
+def test_the_one_checkpoint_ablation_needs_the_switch(env, pipelines):
+    dirs = stage_dirs(env, "CoOp")
+    args = [a for a in loreal_args(env, "CoOp", "one_ckpt") if a not in ("TRAINER.LOREAL.BETA_CHECKPOINT", str(dirs["beta"]))]
+    proc = run_train(env, *args, "TRAINER.LOREAL.ALPHA_CHECKPOINT", str(dirs["alpha"]), "TRAINER.LOREAL.CHECK_ROLES", "False")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (env / "one_ckpt/log.txt").read_text()
+    assert f"Student beta: {dirs['alpha']}" in log

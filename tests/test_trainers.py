@@ -538,3 +538,10 @@ def test_train_py_runs_as_a_script_and_honours_seed_zero(env, trained):
     bad = subprocess.run([sys.executable, "train.py", *argv(env, "CoOp", env.root / "bad", 0, opts=["INPUT.SIZE", "(100, 100)"])],
                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert bad.returncode == 2 and "not a multiple of the patch size 16: use 96 or 112" in bad.stderr
+
+
+def test_train_py_help_names_every_registered_trainer(train_py):
+    text = " ".join(train_py.build_parser().format_help().split())
+    for name in ("CoOp", "MaPLe", "MMA", "MultiModalAdapter", "MMRL", "CoOp_LOREAL", "MaPLe_LOREAL", "MMA_LOREAL",
+                 "MMRL_LOREAL"):
+        assert name in text

@@ -21,6 +21,7 @@ Extension points, for the four baseline trainers and for a LOREAL trainer:
 from __future__ import annotations
 
 import contextlib
+import os
 import os.path as osp
 import warnings
 from typing import Any, ClassVar
@@ -44,6 +45,10 @@ from .compat import allow_dassl_checkpoints, build_lr_scheduler
 from .config import check_cfg_values
 
 allow_dassl_checkpoints()
+
+CPU_AUTOCAST_ENV = "LOREAL_CPU_AUTOCAST"
+"""Set to ``bf16`` to run ``PREC amp`` on a CPU under bf16 autocast instead of falling back to fp32
+(a stand-in for CUDA amp in tests; no gradient scaler is needed for bf16)."""
 
 
 def backbone_digest(name_or_path: str) -> str:
@@ -86,6 +91,8 @@ class PromptTrainer(TrainerX):
         """PREC for this device: fp16 and amp run in fp32 on CPU, with a warning."""
         requested = self.learner_config.prec
         if requested == "amp" and self.device.type != "cuda":
+            if os.environ.get(CPU_AUTOCAST_ENV) == "bf16":
+                return "amp"  # bf16 autocast on the CPU: how the tests stand in for CUDA amp
             warnings.warn("amp was requested without CUDA: running in fp32 instead (set PREC fp32 to silence this)",
                           stacklevel=2)
             return "fp32"
@@ -126,7 +133,7 @@ class PromptTrainer(TrainerX):
         self.optim = build_optimizer(module, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(name, module, self.optim, self.sched)
-        self.scaler = grad_scaler() if self.precision == "amp" else None
+        self.scaler = grad_scaler() if self.precision == "amp" and self.device.type == "cuda" else None
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         print(f"# params: {trainable:,} trainable ({name}) of {total:,}")
@@ -145,7 +152,10 @@ class PromptTrainer(TrainerX):
 
     # ------------------------------------------------------------------- train
     def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast("cuda", dtype=torch.float16) if self.scaler is not None else contextlib.nullcontext()
+        if self.precision != "amp":
+            return contextlib.nullcontext()
+        cuda = self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.float16 if cuda else torch.bfloat16)
 
     def compute_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """One training forward: ``(loss, logits for the train accuracy, named loss terms)``."""

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from loreal.attributes import load_bank
 from loreal.checkpoints import LOREAL_CHECKPOINT_NAME, file_digest, load_learner_checkpoint
 from loreal.config import from_mapping, to_mapping
-from loreal.data.views import SeededViewDataset, TwoViewTransform
+from loreal.data.views import SeededViewDataset, TwoViewTransform, check_transforms
 from loreal.errors import CheckpointError, ConfigError
 from loreal.method import LorealConfig, LorealModel
 from loreal.method.cache import build_cache, load_or_build, tensor_digest
@@ -35,11 +35,12 @@ REGISTERED_NAME = LOREAL_CHECKPOINT_NAME
 
 def two_view_transform(cfg: Any, config: LorealConfig) -> TwoViewTransform:
     """The standard and LR training views from Dassl's INPUT settings (crop, flip, normalisation)."""
+    check_transforms(cfg.INPUT.TRANSFORMS)
     names = set(cfg.INPUT.TRANSFORMS)
     normalize = "normalize" in names
     return TwoViewTransform(
         size=config.std_size, lr_size=int(cfg.INPUT.SIZE[0]), mode=config.view_mode,
-        scale=tuple(cfg.INPUT.RRCROP_SCALE), random_crop=bool(names & {"random_resized_crop", "random_crop"}),
+        scale=tuple(cfg.INPUT.RRCROP_SCALE), random_crop="random_resized_crop" in names,
         random_flip="random_flip" in names, interpolation=cfg.INPUT.INTERPOLATION,
         mean=tuple(cfg.INPUT.PIXEL_MEAN) if normalize else None, std=tuple(cfg.INPUT.PIXEL_STD) if normalize else None)
 
@@ -84,33 +85,63 @@ class LorealTrainer(PromptTrainer):
     # ------------------------------------------------------------------ model
     def build_network(self) -> nn.Module:
         cfg = self.loreal_config
-        if not cfg.alpha_checkpoint:
-            raise ConfigError("TRAINER.LOREAL.ALPHA_CHECKPOINT is empty: set it to the stage-1 output folder (the "
-                              f"{self.baseline} run at 224) or its checkpoint file")
         alpha, beta = self.learner, self.build_learner(self.dm.dataset.classnames)
-        self.student_files = {"alpha": self._load_student(alpha, cfg.alpha_checkpoint, "ALPHA_CHECKPOINT"),
-                              "beta": self._load_student(beta, cfg.beta_checkpoint or cfg.alpha_checkpoint,
-                                                         "BETA_CHECKPOINT")}
+        self.student_files = {}  # role -> checkpoint file; evaluation may load β later, from the LOREAL record
+        beta_path = cfg.beta_checkpoint or ("" if cfg.check_roles else cfg.alpha_checkpoint)
+        for role, learner, path in (("alpha", alpha, cfg.alpha_checkpoint), ("beta", beta, beta_path)):
+            if path:
+                self._load_student(role, learner, path)
         bank = load_bank(cfg.attributes or self.cfg.DATASET.NAME, k=cfg.k)
         self.bank_path = bank.path
         print(f"Attributes ({bank.path}): {', '.join(bank.attributes)}")
         model = LorealModel(self.clip, alpha, beta, bank.attributes, cfg)
-        print(f"Students: alpha {self.student_files['alpha']}, beta {self.student_files['beta']}")
         self.cache = None  # built in before_train: an evaluation-only run never needs it
         return model
 
-    def _load_student(self, learner, path: str, key: str) -> str:
-        """Load a baseline checkpoint (ours or upstream's) into a student; returns the file used."""
-        return load_learner_checkpoint(learner, path, check_meta=self.check_meta, what=f"TRAINER.LOREAL.{key}")
+    def _load_student(self, role: str, learner, path: str) -> None:
+        """Load a baseline checkpoint (ours or upstream's) into student ``role`` ("alpha" or "beta")."""
+        key = f"TRAINER.LOREAL.{role.upper()}_CHECKPOINT"
+
+        def check(meta: dict, file: str) -> None:
+            self.check_meta(meta, file)
+            self._check_role(role, meta, file, key)
+
+        self.student_files[role] = load_learner_checkpoint(learner, path, check_meta=check, what=key)
+        print(f"Student {role}: {self.student_files[role]}")
+
+    def _check_role(self, role: str, meta: dict, file: str, key: str) -> None:
+        """α must have been trained at the standard size and β at φ (upstream files record no size)."""
+        expected = self.loreal_config.std_size if role == "alpha" else self.image_size
+        recorded = meta.get("image_size")
+        if recorded is None:
+            print(f"Note: {file} records no image size (an upstream checkpoint?); its role as {role} is not checked")
+        elif int(recorded) != expected and self.loreal_config.check_roles:
+            what = f"the standard size TRAINER.LOREAL.STD_SIZE = {expected}" if role == "alpha" else \
+                f"phi = INPUT.SIZE = {expected}"
+            raise CheckpointError(
+                f"{key}: {file} was trained at {recorded}x{recorded}, but student {role} must be trained at {what}: "
+                f"point {key} at the {'stage-1' if role == 'alpha' else 'stage-2'} run "
+                f"(or set TRAINER.LOREAL.CHECK_ROLES False for an ablation)")
 
     def registered_module(self) -> tuple[str, nn.Module]:
         return REGISTERED_NAME, self.model.metanets
 
     # ------------------------------------------------------------------ cache
     def before_train(self) -> None:
+        self._require_students()
         if self.loreal_config.cache and self.cache is None:
             self.cache = self._embedding_cache(self.model)
         super().before_train()
+
+    def _require_students(self) -> None:
+        """Training needs both students; evaluation only β (checked when the checkpoint loads)."""
+        if "alpha" not in self.student_files:
+            raise ConfigError("TRAINER.LOREAL.ALPHA_CHECKPOINT is empty: set it to the stage-1 output folder (the "
+                              f"{self.baseline} run at {self.loreal_config.std_size}) or its checkpoint file")
+        if "beta" not in self.student_files:
+            raise ConfigError("TRAINER.LOREAL.BETA_CHECKPOINT is empty: set it to the stage-2 output folder (the "
+                              f"{self.baseline} run at phi = {self.image_size}); to train with alpha's checkpoint as "
+                              "both students (an ablation) set TRAINER.LOREAL.CHECK_ROLES False")
 
     def _embedding_cache(self, model: LorealModel):
         cfg, config = self.cfg, self.loreal_config
@@ -120,7 +151,7 @@ class LorealTrainer(PromptTrainer):
                  "alpha": tensor_digest(model.alpha.trainable_state_dict()),
                  "beta": tensor_digest(model.beta.trainable_state_dict()),
                  "size": int(cfg.INPUT.SIZE[0]), "std_size": config.std_size, "view_mode": config.view_mode,
-                 "transform": repr(transform.standard) + repr(transform.independent_lr),
+                 "transform": repr(transform),
                  "normalize": [list(cfg.INPUT.PIXEL_MEAN), list(cfg.INPUT.PIXEL_STD), "normalize" in cfg.INPUT.TRANSFORMS],
                  "views": config.cache_views, "seed": int(cfg.SEED),
                  "images": hashlib.sha256("\n".join(f"{x.impath}|{x.label}" for x in items).encode()).hexdigest()}
@@ -182,14 +213,49 @@ class LorealTrainer(PromptTrainer):
         meta = super().checkpoint_meta()
         meta["loreal"] = {"config": to_mapping(self.loreal_config), "attributes": list(self.model.attributes),
                           "bank": self.bank_path,
-                          "students": {k: {"path": v, "digest": file_digest(v)} for k, v in self.student_files.items()}}
+                          "students": {k: {"path": os.path.abspath(v), "digest": file_digest(v)}
+                                      for k, v in self.student_files.items()}}
         return meta
 
     def check_meta(self, meta: dict, path: str) -> None:
         super().check_meta(meta, path)
         if not hasattr(self, "student_files") or "loreal" not in meta:
             return  # a student's baseline checkpoint, or loading before the students exist
-        recorded = meta["loreal"].get("students", {}).get("beta", {})
+        record = meta["loreal"]
+        self._check_structure(record.get("config", {}), path)
+        self._adopt_attributes(record.get("attributes"), path)
+        self._check_beta(record.get("students", {}).get("beta", {}), path)
+
+    def _check_structure(self, recorded: dict, path: str) -> None:
+        """Settings that change what the meta-nets mean must be the ones they were trained with."""
+        current = to_mapping(self.loreal_config)
+        differ = [k for k in ("PROMPT_ORDER", "K", "M", "HIDDEN_DIM", "DISTINCT_SLOTS")
+                  if k in recorded and recorded[k] != current[k]]
+        if differ:
+            raise CheckpointError(f"{path} was trained with " + ", ".join(f"TRAINER.LOREAL.{k} {recorded[k]}" for k in differ)
+                                  + " but this run has " + ", ".join(f"{current[k]}" for k in differ)
+                                  + ": use the config it was trained with")
+
+    def _adopt_attributes(self, recorded: list | None, path: str) -> None:
+        """Meta-net k was trained beside the k-th word of the training bank: evaluate with that bank."""
+        if not recorded or list(recorded) == list(self.model.attributes):
+            return
+        if self.loreal_config.attributes:
+            raise ConfigError(f"{path} was trained with the attributes {list(recorded)}, but TRAINER.LOREAL.ATTRIBUTES "
+                              f"({self.loreal_config.attributes}) gives {list(self.model.attributes)}: leave "
+                              f"ATTRIBUTES empty to use the checkpoint's own")
+        print(f"Attributes from the checkpoint (trained with them): {', '.join(recorded)}")
+        self.model.set_attributes(recorded)
+
+    def _check_beta(self, recorded: dict, path: str) -> None:
+        """β must be the student the meta-nets were trained with; evaluation takes it from the record."""
+        if "beta" not in self.student_files:
+            file = recorded.get("path")
+            if not file or not os.path.isfile(file):
+                raise CheckpointError(f"{path} records student beta at {file}, which does not exist here: set "
+                                      f"TRAINER.LOREAL.BETA_CHECKPOINT to that run (the {self.baseline} run at phi)")
+            print(f"Student beta from the checkpoint's record: {file}")
+            self._load_student("beta", self.model.beta, file)
         if recorded.get("digest") and recorded["digest"] != file_digest(self.student_files["beta"]):
             raise CheckpointError(
                 f"{path}: these meta-nets were trained with student beta {recorded.get('path')}, but this run loaded "

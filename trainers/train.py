@@ -1,4 +1,4 @@
-"""Train or evaluate a CoOp-family trainer (CoOp, MaPLe, MMA/MultiModalAdapter, MMRL) with Dassl.
+"""Train or evaluate a CoOp-family trainer (CoOp, MaPLe, MMA/MultiModalAdapter, MMRL) or its LOREAL version with Dassl.
 
 The command line of the upstream repositories' ``train.py``, e.g.::
 
@@ -53,6 +53,11 @@ def print_args(args: argparse.Namespace, cfg) -> None:
     print(cfg)
 
 
+def trainer_names() -> list[str]:
+    """Every trainer this package registers (the baselines and their LOREAL versions)."""
+    return [cls.__name__ for cls in loreal.trainers.TRAINERS + loreal.trainers.LOREAL_TRAINERS]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=str, default="", help="path to the datasets (DATASET.ROOT)")
@@ -64,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods (INPUT.TRANSFORMS)")
     p.add_argument("--config-file", type=str, default="", help="method config (configs/trainers/...)")
     p.add_argument("--dataset-config-file", type=str, default="", help="dataset config (configs/datasets/...)")
-    p.add_argument("--trainer", type=str, default="", help="trainer name: CoOp, MaPLe, MMA, MultiModalAdapter, MMRL")
+    p.add_argument("--trainer", type=str, default="", help="trainer name: " + ", ".join(trainer_names()))
     p.add_argument("--backbone", type=str, default="", help="CLIP name or local file (MODEL.BACKBONE.NAME)")
     p.add_argument("--head", type=str, default="", help="name of head (unused by the CLIP trainers)")
     p.add_argument("--train-epoch", type=int, default=None, help="override OPTIM.MAX_EPOCH (MMRL's option)")

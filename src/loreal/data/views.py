@@ -1,22 +1,30 @@
 """The two views of a training image (standard and low resolution) and the φ×φ test view.
 
-Default ("aligned", the paper's setting): the LR view is the standard crop itself, downsampled to
-φ with antialiased bicubic, so both students see the same content. Option ("independent", the
-official code): a second random crop and flip made straight from the original at φ.
+The paper states only that the LR image x' is the low-resolution counterpart of x. Our choice
+(``"aligned"``, default): both views come from ONE random crop region of the original image (and
+one flip), each resampled once from the original to its size, by the same PIL resize that makes
+β's own training and test images at φ. So the two students see the same content, and the LR view
+is exactly what β saw in stage 2, not a 224 crop resampled a second time. The official code
+(``"independent"``): a second random crop and flip at φ, made the same way.
+
+Only the transforms both views can share are applied (``SUPPORTED_TRANSFORMS``); others in
+``INPUT.TRANSFORMS`` are refused by name rather than silently dropped. Everything here pickles,
+so spawned DataLoader workers can use it.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from ..errors import ConfigError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIEW_MODES = ("aligned", "independent")
+SUPPORTED_TRANSFORMS = ("random_resized_crop", "random_flip", "normalize")
 _INTERPOLATIONS = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
                    "nearest": T.InterpolationMode.NEAREST}
 
@@ -27,13 +35,13 @@ def interpolation_mode(name: str) -> T.InterpolationMode:
     return _INTERPOLATIONS[name]
 
 
-def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Antialiased bicubic resize of ``(…, 3, H, W)`` images in [0, 1] to ``size``×``size``, clamped to [0, 1]."""
-    squeeze = images.dim() == 3
-    x = images.unsqueeze(0) if squeeze else images
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
-    return x.squeeze(0) if squeeze else x
+def check_transforms(names: Sequence[str]) -> None:
+    """Refuse INPUT.TRANSFORMS the two-view transform cannot apply to both views alike."""
+    unknown = [n for n in names if n not in SUPPORTED_TRANSFORMS]
+    if unknown:
+        raise ConfigError(f"INPUT.TRANSFORMS has {unknown}, which LOREAL's two-view training transform does not "
+                          f"apply (both views are cut from one crop region): remove them; supported are "
+                          f"{list(SUPPORTED_TRANSFORMS)}")
 
 
 class TwoViewTransform:
@@ -43,39 +51,54 @@ class TwoViewTransform:
         size: side of the standard view (224).
         lr_size: side φ of the LR view.
         mode: ``"aligned"`` (default) or ``"independent"`` (official code).
-        scale: RandomResizedCrop scale range (Dassl's INPUT.RRCROP_SCALE).
-        random_crop / random_flip: as in INPUT.TRANSFORMS; without a random crop the image is resized.
-        interpolation: resampling of the PIL crops.
+        scale, ratio: RandomResizedCrop ranges (Dassl's INPUT.RRCROP_SCALE; torchvision's ratio).
+        random_crop: a random resized crop (as INPUT.TRANSFORMS "random_resized_crop"); without it
+            the whole image is resized to the view's side, as Dassl does.
+        random_flip: a horizontal flip with probability 1/2 (shared by aligned views).
+        interpolation: resampling of the PIL resizes.
         mean, std: normalisation (None: no normalisation).
     """
 
     def __init__(self, size: int = 224, lr_size: int = 96, mode: str = "aligned", scale: Sequence[float] = (0.08, 1.0),
                  random_crop: bool = True, random_flip: bool = True, interpolation: str = "bicubic",
-                 mean: Sequence[float] | None = CLIP_MEAN, std: Sequence[float] | None = CLIP_STD) -> None:
+                 mean: Sequence[float] | None = CLIP_MEAN, std: Sequence[float] | None = CLIP_STD,
+                 ratio: Sequence[float] = (3 / 4, 4 / 3)) -> None:
         if mode not in VIEW_MODES:
             raise ConfigError(f"view mode must be one of {VIEW_MODES}, got {mode!r}")
         self.size, self.lr_size, self.mode = size, lr_size, mode
-        self.standard = self._pil_pipeline(size, scale, random_crop, random_flip, interpolation)
-        self.independent_lr = self._pil_pipeline(lr_size, scale, random_crop, random_flip, interpolation)
-        self.normalize = T.Normalize(mean, std) if mean is not None else (lambda x: x)
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+        self.random_crop, self.random_flip = random_crop, random_flip
+        self.interpolation = interpolation_mode(interpolation)
+        self.normalize = T.Normalize(mean, std) if mean is not None else None
 
-    @staticmethod
-    def _pil_pipeline(size, scale, random_crop, random_flip, interpolation) -> T.Compose:
-        mode = interpolation_mode(interpolation)
-        steps = [T.RandomResizedCrop(size, scale=tuple(scale), interpolation=mode) if random_crop
-                 else T.Resize((size, size), interpolation=mode)]
-        if random_flip:
-            steps.append(T.RandomHorizontalFlip())
-        steps.append(T.ToTensor())
-        return T.Compose(steps)
+    def region(self, image) -> tuple[tuple[int, int, int, int], bool]:
+        """A crop region ``(top, left, height, width)`` of the original and a flip decision."""
+        if self.random_crop:
+            box = T.RandomResizedCrop.get_params(image, list(self.scale), list(self.ratio))
+        else:
+            box = (0, 0, image.height, image.width)
+        flip = self.random_flip and bool(torch.rand(1) < 0.5)
+        return box, flip
+
+    def view(self, image, box: tuple[int, int, int, int], flip: bool, side: int) -> torch.Tensor:
+        """The region resampled once from the original to ``side``×``side`` (PIL), flipped, as a tensor."""
+        out = TF.resized_crop(image, *box, [side, side], interpolation=self.interpolation)
+        if flip:
+            out = TF.hflip(out)
+        out = TF.to_tensor(out)
+        return self.normalize(out) if self.normalize is not None else out
 
     def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor]:
-        std_view = self.standard(image)
-        if self.mode == "aligned":
-            lr_view = downsample(std_view, self.lr_size)
-        else:
-            lr_view = self.independent_lr(image)
-        return self.normalize(std_view), self.normalize(lr_view)
+        box, flip = self.region(image)
+        std_view = self.view(image, box, flip, self.size)
+        if self.mode == "independent":
+            box, flip = self.region(image)
+        return std_view, self.view(image, box, flip, self.lr_size)
+
+    def __repr__(self) -> str:
+        return (f"TwoViewTransform(size={self.size}, lr_size={self.lr_size}, mode={self.mode}, scale={self.scale}, "
+                f"ratio={self.ratio}, random_crop={self.random_crop}, random_flip={self.random_flip}, "
+                f"interpolation={self.interpolation.value}, normalize={self.normalize!r})")
 
 
 def test_transform(size: int, interpolation: str = "bicubic", mean: Sequence[float] | None = CLIP_MEAN,

@@ -47,7 +47,11 @@ class LorealConfig:
         view_mode: "aligned" (LR = the standard crop downsampled, default) or "independent"
             (a second random crop at φ, official code).
         alpha_checkpoint, beta_checkpoint: baseline checkpoints of student α (trained at 224) and
-            β (trained at φ); a file or a Dassl output folder. Empty β = use α's for both.
+            β (trained at φ); a file or a Dassl output folder. Training needs both; evaluation needs
+            β only, and takes it from the LOREAL checkpoint's record when empty.
+        check_roles: refuse a student whose checkpoint records another image size than its role
+            (α: ``std_size``, β: φ) and an empty β. False allows both (e.g. the one-checkpoint
+            ablation, where an empty β means α's checkpoint).
         cache: precompute the frozen visual embeddings of both views (cached-embedding mode).
         cache_views: augmented views per image in the cache (1 = no augmentation).
         cache_dir: where caches live ("" = $LOREAL_CACHE or ~/.cache/loreal/embeddings).
@@ -76,6 +80,7 @@ class LorealConfig:
     view_mode: str = "aligned"
     alpha_checkpoint: str = ""
     beta_checkpoint: str = ""
+    check_roles: bool = True
     cache: bool = False
     cache_views: int = 1
     cache_dir: str = ""

@@ -17,18 +17,18 @@ plain path, which stays the reference in tests.
 """
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..baselines.base import PromptBatch
 from ..clip import PromptableCLIP, TokenEdit
 from ..clip.plan import EMBED_LAYER
 from ..clip.promptable import apply_edit
 from ..layers import causal_mask
+from . import prefix_cache
 from .prompt import attribute_slot
 from .text import encode_plain, fill_attribute_slots
 
@@ -61,7 +61,8 @@ def choose_split(prompts: PromptBatch, num_attributes: int, cut: int) -> _Split 
     return _Split(by_class, length) if length >= 1 else None
 
 
-def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, class_chunk: int = 0) -> torch.Tensor:
+def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, class_chunk: int = 0,
+           owner: nn.Module | None = None) -> torch.Tensor:
     """``(B, C, E)`` text features of image-conditioned prompts, via shared prefixes.
 
     Args:
@@ -69,6 +70,8 @@ def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, cl
         prompts: a baseline's prompts for all classes (attribute slots still placeholders).
         content: ``(B, K, M, D)`` meta-net output for each image.
         class_chunk: classes per chunk (bounds memory); 0 = all at once.
+        owner: the learner that built ``prompts``. With it, a frozen per-class prefix is computed
+            once and reused while nothing that shapes it changes (:mod:`.prefix_cache`).
     """
     num_cls = prompts.embeddings.shape[0]
     cut = int(prompts.tokens.eot_index.max()) + 1
@@ -76,12 +79,13 @@ def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, cl
     if split is None:
         return encode_plain(clip, prompts, content)
     chunk = class_chunk if class_chunk > 0 else num_cls
-    parts = [_encode_chunk(clip, prompts, content, split, cut, slice(s, min(s + chunk, num_cls)))
+    parts = [_encode_chunk(clip, prompts, content, split, cut, slice(s, min(s + chunk, num_cls)), owner)
              for s in range(0, num_cls, chunk)]
     return torch.cat(parts, dim=1)
 
 
-def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, classes: slice) -> torch.Tensor:
+def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, classes: slice,
+                  owner: nn.Module | None) -> torch.Tensor:
     tokens = prompts.tokens
     emb = prompts.embeddings[classes, :cut]
     sub_tokens = type(tokens)(tokens.token_ids[classes], tokens.eot_index[classes],
@@ -98,7 +102,8 @@ def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, 
     rows, fold, s_len, dim = suffix.shape
     eot = sub_tokens.eot_index - p  # positions inside the suffix
     eot = eot.repeat_interleave(batch) if split.by_class else eot.repeat(batch)
-    state = _prefix_state(clip, prefix, prompts.plan)
+    key = (prompts.template, tuple(getattr(owner, "classnames", ())), classes.start, classes.stop, p, cut)
+    state = _prefix_state(clip, prefix, prompts.plan, owner if split.by_class else None, key)
     xs = suffix.reshape(rows * fold, s_len, dim)
     blocks = clip.clip.transformer.resblocks
     for layer in [EMBED_LAYER] + list(range(len(blocks))):
@@ -124,39 +129,20 @@ class _PrefixState:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
-# In the paper's order the prefix holds only the frozen baseline prompt: its keys and values are the
-# same at every step and batch, so they are computed once and reused (keyed by their exact inputs).
-_PREFIX_CACHE: "OrderedDict[str, _PrefixState]" = OrderedDict()
-PREFIX_CACHE_BYTES = 1 << 30
+def _prefix_state(clip, prefix: torch.Tensor, plan, owner: nn.Module | None, key: tuple) -> _PrefixState:
+    """The prefix's keys and values: from the owner's cache when nothing in it can carry a gradient.
 
-
-def _prefix_state(clip, prefix: torch.Tensor, plan) -> _PrefixState:
-    grad_inputs = [prefix] + [e.tokens for e in plan.edits]
-    if torch.is_grad_enabled() and (any(t.requires_grad for t in grad_inputs) or plan.side_branches):
-        return _prefix_pass(clip, prefix, plan)  # the prefix carries gradients (official order, trained adapters)
-    key = _fingerprint(clip, grad_inputs, plan)
-    state = _PREFIX_CACHE.get(key)
-    if state is None:
-        with torch.no_grad():
-            state = _prefix_pass(clip, prefix, plan)
-        _PREFIX_CACHE[key] = state
-        while len(_PREFIX_CACHE) > 1 and sum(s.nbytes() for s in _PREFIX_CACHE.values()) > PREFIX_CACHE_BYTES:
-            _PREFIX_CACHE.popitem(last=False)
-    _PREFIX_CACHE.move_to_end(key)
-    return state
-
-
-def _fingerprint(clip, tensors: list, plan) -> str:
-    """Exact key of a prefix computation: input bytes, edit tokens and positions, the text tower."""
-    h = hashlib.sha1()
-    weight = clip.clip.transformer.resblocks[0].attn.in_proj_weight
-    h.update(f"{id(clip.clip)}:{weight.data_ptr()}:{weight._version}".encode())
-    for t in tensors:
-        t = t.detach().contiguous().cpu()
-        h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    h.update(repr([(e.layer, e.op, e.position) for e in plan.edits]).encode())
-    return h.hexdigest()
+    Only a per-class prefix (paper order) is cached: a per-image prefix holds that batch's slot content.
+    """
+    if owner is None:
+        return _prefix_pass(clip, prefix, plan)
+    if torch.is_grad_enabled() and (prefix.requires_grad or any(e.tokens.requires_grad for e in plan.edits)
+                                    or any(p.requires_grad for p in owner.parameters())):
+        return _prefix_pass(clip, prefix, plan)  # a trained learner's prefix (its side branches too) needs a graph
+    model = clip.clip
+    text_tensors = [model.token_embedding.weight, model.positional_embedding, *model.transformer.parameters()]
+    full_key = prefix_cache.prefix_key(owner, text_tensors, prefix.dtype, prefix.device, key)
+    return prefix_cache.lookup(owner, full_key, lambda: _prefix_pass(clip, prefix, plan), _PrefixState.nbytes)
 
 
 def _prefix_pass(clip, xp: torch.Tensor, plan) -> _PrefixState:

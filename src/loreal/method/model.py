@@ -64,13 +64,19 @@ class LorealModel(nn.Module):
         self.alpha, self.beta = alpha, beta
         for learner in (alpha, beta):
             learner.requires_grad_(False)
-        self.attributes = tuple(attributes)
         self.metanets = AttributeMetaNets(config.k, clip.embed_dim, clip.text_width, config.m, config.hidden_dim,
                                           config.distinct_slots).to(clip.device)
-        self.templates = {id(s): attribute_template(s.template, self.attributes, config.m, config.prompt_order)
-                          for s in (alpha, beta)}
+        self.set_attributes(attributes)
         logger.info("LOREAL on %s: %d attributes %s, %d trainable meta-net parameters",
                     alpha.name, config.k, list(self.attributes), self.num_trainable())
+
+    def set_attributes(self, attributes: Sequence[str]) -> None:
+        """Put these K attribute words next to the slots (a checkpoint's own words, on any dataset)."""
+        if len(attributes) != self.config.k:
+            raise ConfigError(f"{len(attributes)} attributes given for meta-nets of K={self.config.k}")
+        self.attributes = tuple(attributes)
+        self.templates = {id(s): attribute_template(s.template, self.attributes, self.config.m, self.config.prompt_order)
+                          for s in (self.alpha, self.beta)}
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.metanets.parameters())

@@ -48,5 +48,5 @@ def encode_conditioned_text(clip: PromptableCLIP, learner: BaselineLearner, temp
     if fast:
         from . import fast_text
 
-        return fast_text.encode(clip, prompts, content, class_chunk)
+        return fast_text.encode(clip, prompts, content, class_chunk, owner=learner)
     return encode_plain(clip, prompts, content)
