@@ -31,6 +31,9 @@ setup(
         "yacs",
         "tqdm",
         "openai>=1.0",
+        "pyyaml",
+        "matplotlib",  # loreal attention's figures
+        "grad-cam",  # loreal attention's Grad-CAM (pytorch_grad_cam)
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["loreal=loreal.cli:main"]},

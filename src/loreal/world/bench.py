@@ -82,18 +82,20 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
     for size in sizes:
         for view in (std, size):
             rows[("CLIP", size, f"zero-shot at {view}")] = [(zero[view]["base"], zero[view]["new"])]
-    timings, stages_run = [], 0
-    plans = [(b, size, seed, "world", b) for b in baselines for size in sizes for seed in seeds]
-    if ablation:
-        plans += [(ablation, sizes[0], seed, ablation_config(ablation, name, out / "configs"), f"{ablation} {name}")
-                  for name in ABLATIONS for seed in seeds]
-    for baseline, size, seed, lcfg, label in plans:
+    # Seed-major order, so an interrupted bench already has every baseline for the first seeds.
+    plans = []
+    for seed in seeds:
+        plans += [(b, size, seed, "world", b) for b in baselines for size in sizes]
+        if ablation:
+            plans += [(ablation, sizes[0], seed, ablation_config(ablation, name, out / "configs"), f"{ablation} {name}")
+                      for name in ABLATIONS]
+    seconds = 0.0
+    for i, (baseline, size, seed, lcfg, label) in enumerate(plans, start=1):
         stages = world_stages(baseline, size, seed, loreal_config=lcfg, **common)
-        log(f"== {label}, φ = {size}, seed {seed}")
+        log(f"== [{i}/{len(plans)}] {label}, φ = {size}, seed {seed}")
         start = time.perf_counter()
         acc = run_stages(stages, env=env, log=log)
-        timings.append(time.perf_counter() - start)
-        stages_run += len(stages)
+        seconds += time.perf_counter() - start
         if lcfg == "world":
             rows.setdefault((baseline, size, f"α (trained at {std}) at {size}"), []).append((acc["alpha_base"], acc["alpha_new"]))
             rows.setdefault((baseline, size, "β (trained at φ)"), []).append((acc["beta"], acc["beta_new"]))
@@ -101,5 +103,7 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
         else:
             rows.setdefault((baseline, size, f"+LOREAL, ablation {label.split()[-1]}"), []).append(
                 (acc["loreal"], acc["loreal_new"]))
-    return {"backbone": backbone, "seeds": seeds, "sizes": sizes, "std_size": std, "seconds": round(sum(timings), 1),
+        # The table so far, after every pipeline: an interrupted bench still leaves its results.
+        (out / "world_bench.md").write_text(markdown(rows, sorted({p[2] for p in plans[:i]})) + "\n")
+    return {"backbone": backbone, "seeds": seeds, "sizes": sizes, "std_size": std, "seconds": round(seconds, 1),
             "rows": {" | ".join(map(str, k)): v for k, v in rows.items()}, "markdown": markdown(rows, seeds)}
