@@ -103,7 +103,7 @@ def attention_figure(image, models: dict[str, PredictedLogits], clip: Promptable
 
     from .data.views import test_transform
 
-    fig, axes = plt.subplots(len(sizes), len(models) + 1, figsize=(2.6 * (len(models) + 1), 2.8 * len(sizes)),
+    fig, axes = plt.subplots(len(sizes), len(models) + 1, figsize=(2.6 * (len(models) + 1), 3.0 * len(sizes)),
                              squeeze=False)
     for row, size in enumerate(sizes):
         view = test_transform(size, mean=None)(image)
@@ -186,9 +186,7 @@ def _read_classnames(text: str | None) -> list[str]:
 
 
 def _world_images(n: int, size: int) -> list[tuple[object, str]]:
-    """``n`` world images, from classes that differ from another class only in texture."""
-    from PIL import Image
-
+    """``n`` world images, textured classes first (each has a class that differs from it only in texture)."""
     from .world.scene import world_classes
     from .world.zeroshot import eval_images
 
@@ -197,8 +195,7 @@ def _world_images(n: int, size: int) -> list[tuple[object, str]]:
     order = [i for i in range(len(classes)) if classes[i].texture != "plain"] + \
             [i for i in range(len(classes)) if classes[i].texture == "plain"]
     picked = order[::max(1, len(order) // n)][:n]
-    return [(Image.fromarray((images[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)), classes[labels[i]].name)
-            for i in picked]
+    return [(images[i], classes[labels[i]].name) for i in picked]
 
 
 def run(args: argparse.Namespace) -> int:
