@@ -13,7 +13,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     settings = PretrainSettings(seed=args.seed, steps=args.steps)
     path = pretrained_clip(settings, sizes=tuple(args.sizes))
     record = read_record(path)
-    print(f"\nworld CLIP: {path}\n(pre-trained in {record['train_seconds']} s; MODEL.BACKBONE.NAME takes this path)\n")
+    cpu = f", {record['train_cpu_seconds']} s of CPU" if "train_cpu_seconds" in record else ""
+    print(f"\nworld CLIP: {path}\n(pre-trained in {record['train_seconds']} s{cpu}; MODEL.BACKBONE.NAME takes this path)\n")
     print(format_report(record["zero_shot"], settings.image_size))
     return 0
 

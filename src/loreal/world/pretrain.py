@@ -187,10 +187,11 @@ def pretrained_clip(settings: PretrainSettings = PretrainSettings(), *, folder: 
         log(f"pre-trained world CLIP: {path} (cached)")
         return path
     log(f"pre-training the world CLIP ({settings.steps} steps of {settings.batch_size}) -> {path}")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model = pretrain(settings, log=log)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     report = zero_shot_report(model, (settings.image_size, *sizes), seed=settings.seed)
     save_checkpoint(model, path, {"settings": asdict(settings), "world_version": WORLD_VERSION,
-                                  "train_seconds": round(seconds, 1), "zero_shot": report})
+                                  "train_seconds": round(seconds, 1),
+                                  "train_cpu_seconds": round(cpu, 1), "zero_shot": report})
     return path
