@@ -31,6 +31,9 @@ setup(
         "yacs",
         "tqdm",
         "openai>=1.0",
+        "pyyaml",
+        "matplotlib",  # loreal attention's figures
+        "grad-cam",  # loreal attention's Grad-CAM (pytorch_grad_cam)
     ],
     # reproduce: the paper grid on a cluster (submitit) and its figures (matplotlib); tests cover both
     extras_require={"test": ["pytest", "matplotlib", "submitit"], "reproduce": ["matplotlib", "submitit"]},

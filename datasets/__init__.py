@@ -18,6 +18,7 @@ from .split import Item, read_split_json, subsample_classes, write_split_json
 from .stanford_cars import StanfordCars
 from .sun397 import SUN397
 from .ucf101 import UCF101
+from .world import LorealWorld
 
 #: Our class for each catalog key (whether or not a host registered its own under that name).
 DATASET_CLASSES: dict[str, type[CoOpDataset]] = {cls.info.key: cls for cls in (
@@ -30,4 +31,5 @@ __all__ = [
     "register_dataset", "register_if_absent",
     "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft", "SUN397",
     "DescribableTextures", "EuroSAT", "UCF101", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR",
+    "LorealWorld",
 ]

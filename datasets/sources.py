@@ -56,6 +56,7 @@ HOW_TO_GET: dict[str, str] = {
                   "imagenet-adversarial/; " + _IMAGENET_CLASSNAMES,
     "imagenet_r": "imagenet-r.tar from https://github.com/hendrycks/imagenet-r, extracted into "
                   "imagenet-rendition/; " + _IMAGENET_CLASSNAMES,
+    "loreal_world": "nothing to download, the procedural world is written by `loreal world write --root DATA`",
 }
 
 

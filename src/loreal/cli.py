@@ -17,7 +17,8 @@ COMMANDS = [
     ("pipeline", "the low-resolution benchmark pipelines (stages of train.py runs), from any folder", ["loreal.pipeline.cli"]),
 ]
 # Single-level commands: module whose add_parser(subparsers) adds the command itself.
-TOP_LEVEL: list[str] = ["loreal.demo", "loreal.attributes.cli", "loreal.results", "loreal.reproduce.cli"]
+TOP_LEVEL: list[str] = ["loreal.demo", "loreal.attributes.cli", "loreal.results", "loreal.reproduce.cli", "loreal.world.cli",
+                        "loreal.attention"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,109 @@
+"""``loreal world bench``: the LR base-to-novel pipeline on the world for every baseline, φ and seed, plus
+the Table 6 ablations (bridge directions, without LLD, without HLD) for one baseline; seed means ± std.
+
+Every stage runs through :mod:`loreal.pipeline` (as ``loreal demo``); finished stages are reused, so an
+interrupted bench resumes. Ablations are LOREAL configs written next to the runs (the world config with
+one ``TRAINER.LOREAL`` key changed): their file name puts them in their own output folder, while α and
+β are shared with the main runs.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError
+
+#: Table 6 of the paper: name -> TRAINER.LOREAL overrides.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "bridge_lr_to_st": {"BRIDGE": "lr_to_st"},  # only α's prompt is filled from β's embedding
+    "bridge_st_to_lr": {"BRIDGE": "st_to_lr"},  # only β's prompt is filled from α's embedding
+    "bridge_none": {"BRIDGE": "none"},  # each student fills its own prompt
+    "no_lld": {"USE_LLD": False},
+    "no_hld": {"USE_HLD": False},
+}
+
+
+def ablation_config(baseline: str, name: str, folder: Path) -> str:
+    """Write ``world_<name>.yaml``: the world LOREAL config with the ablation's keys; an existing file
+    with other content is an error (a user's edited config is never overwritten)."""
+    import yaml
+
+    from ..pipeline.configs import trainer_config
+
+    source = trainer_config(f"{baseline}_LOREAL", "world")
+    data = yaml.safe_load(Path(source).read_text())
+    data["TRAINER"]["LOREAL"].update(ABLATIONS[name])
+    text = f"# loreal world bench: {source} with TRAINER.LOREAL {ABLATIONS[name]}\n" + yaml.safe_dump(data, sort_keys=False)
+    path = folder / f"world_{name}.yaml"
+    if path.exists() and path.read_text() != text:
+        raise ConfigError(f"{path} exists with other content: move it away or pick another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def markdown(rows: dict[tuple, list[tuple[float, float]]], seeds: list[int]) -> str:
+    """One line per (baseline, φ, method): base and new as seed mean ± std, HM of the means."""
+    from ..results import harmonic_mean
+
+    lines = [f"| baseline | φ | method | base | new | HM |", "|---|---:|---|---:|---:|---:|"]
+    for (baseline, size, method), values in rows.items():
+        base, new = [b for b, _ in values], [n for _, n in values]
+        hm = harmonic_mean(statistics.mean(base), statistics.mean(new))
+        lines.append(f"| {baseline} | {size} | {method} | {_mean_std(base)} | {_mean_std(new)} | {hm:.2f} |")
+    return "\n".join(lines) + f"\n\nSeeds {', '.join(map(str, seeds))}; mean ± sample std over seeds; HM of the means."
+
+
+def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation: str, out: Path,
+              log: Callable[[str], None] = print) -> dict:
+    from ..clip import load_clip
+    from ..demo import WORLD_ENV, run_stages, world_stages
+    from .dataset import write_world_dataset
+    from .pretrain import PretrainSettings, pretrained_clip
+    from .zeroshot import split_zero_shot
+
+    settings = PretrainSettings()
+    std = settings.image_size
+    backbone = str(pretrained_clip(settings, sizes=tuple(sizes), log=log))
+    out = out.resolve()
+    folder = write_world_dataset(out / "data")
+    common = dict(root=str(out / "data"), output=str(out), backbone=backbone, std_size=std)
+    env = {**WORLD_ENV, "LOREAL_CACHE": str(out / "embedding_cache")}
+    rows: dict[tuple, list[tuple[float, float]]] = {}
+    zero = split_zero_shot(load_clip(backbone), folder, (std, *sizes))
+    for size in sizes:
+        for view in (std, size):
+            rows[("CLIP", size, f"zero-shot at {view}")] = [(zero[view]["base"], zero[view]["new"])]
+    # Seed-major order, so an interrupted bench already has every baseline for the first seeds.
+    plans = []
+    for seed in seeds:
+        plans += [(b, size, seed, "world", b) for b in baselines for size in sizes]
+        if ablation:
+            plans += [(ablation, sizes[0], seed, ablation_config(ablation, name, out / "configs"), f"{ablation} {name}")
+                      for name in ABLATIONS]
+    seconds = 0.0
+    for i, (baseline, size, seed, lcfg, label) in enumerate(plans, start=1):
+        stages = world_stages(baseline, size, seed, loreal_config=lcfg, **common)
+        log(f"== [{i}/{len(plans)}] {label}, φ = {size}, seed {seed}")
+        start = time.perf_counter()
+        acc = run_stages(stages, env=env, log=log)
+        seconds += time.perf_counter() - start
+        if lcfg == "world":
+            rows.setdefault((baseline, size, f"α (trained at {std}) at {size}"), []).append((acc["alpha_base"], acc["alpha_new"]))
+            rows.setdefault((baseline, size, "β (trained at φ)"), []).append((acc["beta"], acc["beta_new"]))
+            rows.setdefault((baseline, size, "+LOREAL"), []).append((acc["loreal"], acc["loreal_new"]))
+        else:
+            rows.setdefault((baseline, size, f"+LOREAL, ablation {label.split()[-1]}"), []).append(
+                (acc["loreal"], acc["loreal_new"]))
+        # The table so far, after every pipeline: an interrupted bench still leaves its results.
+        (out / "world_bench.md").write_text(markdown(rows, sorted({p[2] for p in plans[:i]})) + "\n")
+    return {"backbone": backbone, "seeds": seeds, "sizes": sizes, "std_size": std, "seconds": round(seconds, 1),
+            "rows": {" | ".join(map(str, k)): v for k, v in rows.items()}, "markdown": markdown(rows, seeds)}

@@ -1,0 +1,57 @@
+"""``loreal world pretrain | write | bench``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import PretrainSettings, pretrained_clip, read_record
+    from .zeroshot import format_report
+
+    settings = PretrainSettings(seed=args.seed, steps=args.steps)
+    path = pretrained_clip(settings, sizes=tuple(args.sizes))
+    record = read_record(path)
+    cpu = f", {record['train_cpu_seconds']} s of CPU" if "train_cpu_seconds" in record else ""
+    print(f"\nworld CLIP: {path}\n(pre-trained in {record['train_seconds']} s{cpu}; MODEL.BACKBONE.NAME takes this path)\n")
+    print(format_report(record["zero_shot"], settings.image_size))
+    return 0
+
+
+def _write(args: argparse.Namespace) -> int:
+    from .dataset import write_world_dataset
+
+    print(write_world_dataset(args.root, seed=args.seed))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    report = run_bench(baselines=args.baselines, sizes=args.sizes, seeds=args.seeds, ablation=args.ablation,
+                       out=Path(args.out))
+    print(json.dumps(report, indent=2) if args.json else report["markdown"])
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("world", help="the procedural low-resolution world: pre-train its CLIP, write it, bench")
+    sub = p.add_subparsers(dest="subcommand", required=True)
+    pre = sub.add_parser("pretrain", help="pre-train (or find cached) the world's tiny CLIP; print zero-shot accuracy")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--steps", type=int, default=300)
+    pre.add_argument("--sizes", type=int, nargs="+", default=[48, 32], help="φ values to evaluate zero-shot at")
+    pre.set_defaults(func=_pretrain)
+    write = sub.add_parser("write", help="write the world in the CoOp dataset layout under ROOT")
+    write.add_argument("--root", required=True)
+    write.add_argument("--seed", type=int, default=0)
+    write.set_defaults(func=_write)
+    bench = sub.add_parser("bench", help="all four baselines, two φ, three seeds, Table 6 ablations (Markdown)")
+    bench.add_argument("--baselines", nargs="+", default=["CoOp", "MaPLe", "MMA", "MMRL"])
+    bench.add_argument("--sizes", type=int, nargs="+", default=[32, 48])
+    bench.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    bench.add_argument("--ablation", default="CoOp", help="baseline of the Table 6 ablations ('' for none)")
+    bench.add_argument("--out", default="world_bench", help="output folder (finished stages are reused)")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=_bench)

@@ -1,0 +1,197 @@
+"""Contrastive pre-training of a tiny CLIP on the world's image-caption pairs, and its cache.
+
+The model is the ``clip`` package's own ``clip.model.CLIP`` (built by :func:`loreal.clip.build_tiny_clip`)
+with the real tokenizer; it is trained at the standard size only, as CLIP was at 224, and saved as a
+plain state dict that ``MODEL.BACKBONE.NAME <path>`` loads like any CLIP checkpoint. Runs are seeded
+and cached under ``$XDG_CACHE_HOME/loreal/world`` (``~/.cache/...``; ``LOREAL_WORLD_CACHE`` overrides)
+in a file named by a digest of every setting, so a changed setting trains a new model and never
+overwrites another.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from .scene import WORLD_VERSION, render_batch
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Everything the pre-trained weights depend on (the cache key)."""
+
+    seed: int = 0
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 20
+    image_size: int = 64  # the standard size (CLIP's 224 here)
+    patch_size: int = 8
+    width: int = 64  # both towers; one attention head per 64 channels, as clip.model.build_model infers
+    layers: int = 4
+    embed_dim: int = 64
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        if self.width % 64:
+            raise ConfigError(f"width must be a multiple of 64 (one head per 64 channels), got {self.width}")
+        if self.steps < 1 or self.batch_size < 2:
+            raise ConfigError("steps must be >= 1 and batch_size >= 2")
+
+    def key(self) -> str:
+        blob = json.dumps({"world_version": WORLD_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PretrainSettings":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def cache_dir() -> Path:
+    """Where pre-trained world CLIPs live (``LOREAL_WORLD_CACHE``, else the user's cache folder)."""
+    if os.environ.get("LOREAL_WORLD_CACHE"):
+        return Path(os.environ["LOREAL_WORLD_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "loreal" / "world"
+
+
+def checkpoint_path(settings: PretrainSettings, folder: Path | None = None) -> Path:
+    return (folder or cache_dir()) / f"tiny_clip_{settings.key()}.pt"
+
+
+def build_model(settings: PretrainSettings) -> nn.Module:
+    """The untrained tiny CLIP for ``settings`` (seeded), ready to train."""
+    from ..clip import build_tiny_clip
+
+    model = build_tiny_clip(seed=settings.seed, embed_dim=settings.embed_dim, vision_width=settings.width,
+                            vision_layers=settings.layers, text_width=settings.width, text_layers=settings.layers,
+                            patch_size=settings.patch_size, image_resolution=settings.image_size)
+    model.logit_scale.data.fill_(math.log(1 / 0.07))  # CLIP's starting temperature
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.train()
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, H, W)`` normalised with CLIP's mean and std."""
+    from ..data.views import CLIP_MEAN, CLIP_STD
+
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                     captions: list[str]) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE, where identical captions in a batch count as positives of each other."""
+    image_features = F.normalize(image_features, dim=-1)
+    text_features = F.normalize(text_features, dim=-1)
+    logits = logit_scale.exp() * image_features @ text_features.t()
+    index = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    ids = torch.tensor([index[c] for c in captions])
+    target = (ids[:, None] == ids[None, :]).float()
+    target = target / target.sum(dim=1, keepdim=True)  # symmetric, so rows and columns alike
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def pretrain(settings: PretrainSettings, log: Callable[[str], None] = print) -> nn.Module:
+    """Train the tiny CLIP on freshly drawn world batches; returns it frozen, in eval mode."""
+    import clip
+
+    from ..clip import PromptableCLIP
+    from ..clip.loading import freeze
+
+    model = build_model(settings)
+    towers = PromptableCLIP(model)
+    rng = np.random.default_rng([settings.seed, 1])  # the data stream; evaluation uses other streams
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=settings.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / settings.warmup)
+                                                 * 0.5 * (1 + math.cos(math.pi * s / settings.steps)))
+    start, threads = time.perf_counter(), torch.get_num_threads()
+    # One thread: on matrices this small, OpenMP's spin-waiting costs more than a second core gives back
+    # (10x the CPU time per step on a busy machine, measured).
+    torch.set_num_threads(1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        for step in range(settings.steps):
+            images, _, captions = render_batch(settings.batch_size, settings.image_size, rng)
+            loss = contrastive_loss(towers.encode_image(to_tensor(images)).pooled,
+                                    towers.encode_token_ids(clip.tokenize(captions)).pooled, model.logit_scale, captions)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            if step % 50 == 0 or step == settings.steps - 1:
+                log(f"pretrain step {step + 1}/{settings.steps}: loss {loss.item():.3f} "
+                    f"({time.perf_counter() - start:.0f} s)")
+    torch.set_num_threads(threads)
+    return freeze(model)
+
+
+def save_checkpoint(model: nn.Module, path: Path, info: dict) -> None:
+    """Write the state dict and its ``.json`` record atomically (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, write in ((path, lambda f: torch.save(model.state_dict(), f)),
+                          (path.with_suffix(".json"), lambda f: f.write(json.dumps(info, indent=2).encode()))):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+def read_record(path: Path) -> dict:
+    """The JSON record written next to a cached checkpoint."""
+    record = path.with_suffix(".json")
+    try:
+        return json.loads(record.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cached world CLIP {path} has no readable record {record} ({exc}): delete both "
+                              f"files and run `loreal world pretrain` again") from exc
+
+
+def pretrained_clip(settings: PretrainSettings = PretrainSettings(), *, folder: Path | None = None,
+                    sizes: tuple[int, ...] = (32, 48), log: Callable[[str], None] = print) -> Path:
+    """The cached checkpoint for ``settings``, pre-training (and evaluating zero-shot) on a miss.
+
+    Returns:
+        The path of the state dict (for ``MODEL.BACKBONE.NAME``); its ``.json`` record holds the
+        settings, the training time and the zero-shot accuracies at the standard size and ``sizes``.
+    """
+    from .zeroshot import zero_shot_report
+
+    path = checkpoint_path(settings, folder)
+    if path.is_file() and path.with_suffix(".json").is_file():
+        log(f"pre-trained world CLIP: {path} (cached)")
+        return path
+    log(f"pre-training the world CLIP ({settings.steps} steps of {settings.batch_size}) -> {path}")
+    start, cpu = time.perf_counter(), time.process_time()
+    model = pretrain(settings, log=log)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    report = zero_shot_report(model, (settings.image_size, *sizes), seed=settings.seed)
+    save_checkpoint(model, path, {"settings": asdict(settings), "world_version": WORLD_VERSION,
+                                  "train_seconds": round(seconds, 1),
+                                  "train_cpu_seconds": round(cpu, 1), "zero_shot": report})
+    return path
