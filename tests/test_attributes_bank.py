@@ -11,7 +11,7 @@ from loreal.attributes.prompts import FINE_DETAIL_WORDS
 from loreal.data.catalog import BASE_TO_NOVEL, DATASETS
 from loreal.errors import ConfigError, MissingFileError
 
-EXPECTED_BANKS = set(BASE_TO_NOVEL) | {"generic"}
+EXPECTED_BANKS = set(BASE_TO_NOVEL) | {"generic", "loreal_world"}  # + the procedural world's
 HAND_SOURCE = "hand-written from the LOREAL criteria; no LLM was called"
 
 
@@ -27,7 +27,7 @@ def _write_json(path, data):
     return path
 
 
-def test_the_shipped_banks_are_the_expected_twelve():
+def test_the_shipped_banks_are_the_expected_ones():
     assert set(shipped_banks()) == EXPECTED_BANKS
 
 
@@ -42,7 +42,9 @@ def test_every_shipped_bank_validates_with_five_robust_attributes(name):
         assert bank.method == "official" and "official" in bank.source
     else:
         # Honest provenance: made by hand, no LLM, and the criteria it was made by are stored.
-        assert (bank.dataset, bank.method, bank.source, bank.model) == (name, "hand", HAND_SOURCE, None)
+        source = HAND_SOURCE if name != "loreal_world" else \
+            "written from the world's definition (loreal.world.scene.COARSE_ATTRIBUTES); no LLM was called"
+        assert (bank.dataset, bank.method, bank.source, bank.model) == (name, "hand", source, None)
         assert "resolution-robust" in bank.criteria
         assert set(bank.rationale) == set(bank.attributes)
 
