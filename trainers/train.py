@@ -39,9 +39,29 @@ from loreal.trainers.config import setup_cfg
 
 
 @functools.cache
-def env_info() -> str:
-    """Dassl's environment report (slow: it runs pip and nvidia-smi), once per process."""
-    return collect_env_info()
+def env_info(full: bool = False) -> str:
+    """The environment report: the versions and devices that decide a run's numbers, read in-process.
+
+    ``full`` gives Dassl's report instead, which runs pip, nvidia-smi and lscpu (a second or more per
+    run: hours over the paper's grid of runs).
+    """
+    if full:
+        return collect_env_info()
+    import importlib.metadata
+    import platform
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    lines = [f"Python: {platform.python_version()} ({platform.platform()})",
+             f"PyTorch: {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})",
+             *(f"{dist}: {version(dist)}" for dist in ("torchvision", "dassl", "openai-clip", "loreal")),
+             f"CUDA available: {torch.cuda.is_available()}"]
+    lines += [f"GPU {i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    return "\n".join(lines)
 
 
 def print_args(args: argparse.Namespace, cfg) -> None:
@@ -80,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=str, default="", help="load the model from this directory for --eval-only")
     p.add_argument("--load-epoch", type=int, help="load model.pth.tar-<epoch> (default: model-best.pth.tar)")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--full-env-info", action="store_true",
+                   help="print Dassl's full environment report (pip, nvidia-smi, lscpu) instead of the versions")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
     return p
 
@@ -108,7 +130,7 @@ def main(argv: list[str] | None = None):
         torch.backends.cudnn.benchmark = True
     print_args(args, cfg)
     print("Collecting env info ...")
-    print(f"** System info **\n{env_info()}\n")
+    print(f"** System info **\n{env_info(args.full_env_info)}\n")
 
     trainer = build_trainer(cfg)
     if args.eval_only:
