@@ -1,5 +1,6 @@
 """A tiny CLIP file and a synthetic OxfordPets-layout dataset for the end-to-end pipeline tests."""
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,10 @@ def pipeline(root: Path, *args: str, cwd: Path, output: Path, **popen) -> subpro
     cmd = [sys.executable, "-m", "loreal.cli", "pipeline", name, "--quiet", "--root", str(root / "data"), "--shots",
            SHOTS, "--output", str(output), *rest, "MODEL.BACKBONE.NAME", str(root / "tiny_clip.pt")]
     return subprocess.run(cmd, cwd=cwd, env=environ(root), capture_output=True, text=True, timeout=900, **popen)
+
+
+def write_fake_python(path: Path, script: str) -> str:
+    """An executable standing in for the interpreter: ``script`` (``{python}`` = the real one) plays train.py."""
+    path.write_text(script.format(python=sys.executable))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)

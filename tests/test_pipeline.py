@@ -2,11 +2,11 @@
 (skip finished, re-run interrupted, stop at a failure) on a fake ``python`` standing in for train.py."""
 import json
 import os
-import stat
 import sys
 import textwrap
 
 import pytest
+from pipeline_env import write_fake_python
 
 from loreal.errors import ConfigError, MissingFileError
 from loreal.pipeline import (CE_TARGETS, DG_TARGETS, MARKER, PIPELINES, Stage, lr_base2new, lr_dg, lr_xd,
@@ -153,10 +153,7 @@ FAKE_TRAIN = textwrap.dedent("""\
 
 @pytest.fixture
 def fake_python(tmp_path):
-    path = tmp_path / "fake_python"
-    path.write_text(FAKE_TRAIN.format(python=sys.executable))
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
+    return write_fake_python(tmp_path / "fake_python", FAKE_TRAIN)
 
 
 def two_stages(tmp_path):

@@ -3,12 +3,12 @@ both executors (local slots, submitit's debug executor) on a fake ``python`` sta
 import json
 import os
 import shlex
-import stat
 import sys
 import textwrap
 from io import StringIO
 
 import pytest
+from pipeline_env import write_fake_python
 
 from loreal.cli import main as cli_main
 from loreal.data.catalog import BASE_TO_NOVEL
@@ -126,10 +126,7 @@ mark_done(out, {{"fake": True}})
 
 @pytest.fixture
 def fake_python(tmp_path):
-    path = tmp_path / "fake_python"
-    path.write_text(FAKE.format(python=sys.executable))
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return str(path)
+    return write_fake_python(tmp_path / "fake_python", FAKE)
 
 
 def small_grid(tmp_path, **kw):
