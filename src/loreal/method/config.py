@@ -44,7 +44,8 @@ class LorealConfig:
         use_ce, use_hld, use_lld: switch loss terms off for ablations.
         std_size: side of the standard-resolution view of student α (CLIP's 224). φ, the LR
             side, is ``INPUT.SIZE`` (96, 144, 192), as for the baselines.
-        view_mode: "aligned" (LR = the standard crop downsampled, default) or "independent"
+        view_mode: "aligned" (default: both views from one crop region of the original, each resized
+            once, the LR one as β's own training images) or "independent"
             (a second random crop at φ, official code).
         alpha_checkpoint, beta_checkpoint: baseline checkpoints of student α (trained at 224) and
             β (trained at φ); a file or a Dassl output folder. Training needs both; evaluation needs
