@@ -2,9 +2,9 @@
 
 A training step encodes B·C image-conditioned prompts and autograd keeps every one's activations
 until the backward pass: memory grows with C (ImageNet: C = 1000). Here the text features of all
-classes are computed without a graph; in the backward pass, given the loss's gradient with respect
-to them, each chunk of classes is encoded again with a graph and back-propagated with its slice of
-that gradient, one chunk at a time. Peak memory is one chunk's graph plus the ``B × C`` features
+classes are computed without a graph (but the last chunk's); in the backward pass, given the loss's
+gradient with respect to them, each other chunk of classes is encoded again with a graph and
+back-propagated with its slice of that gradient, one chunk at a time. Peak memory is one chunk's graph plus the ``B × C`` features
 and logits; the loss and gradients are today's (the same operations on the same numbers).
 
 Chosen over activation checkpointing per chunk (``torch.utils.checkpoint``) by measurement: both
@@ -51,7 +51,12 @@ def class_chunks(prompts: PromptBatch, chunk: int) -> Iterator[tuple[slice, Prom
 
 
 class _ChunkedFeatures(torch.autograd.Function):
-    """Features of all classes without a graph; gradients by re-encoding one chunk at a time."""
+    """Features of all classes; gradients by re-encoding one chunk at a time.
+
+    The last chunk is encoded with its graph in the forward pass and back-propagated first, so it is
+    never recomputed: n chunks cost (n - 1) recomputed forwards, not n, and at most one chunk's graph
+    is alive at any time (the kept one is freed before the first re-encoding).
+    """
 
     @staticmethod
     def forward(ctx, content, clip, prompts, chunk, fast, owner):
@@ -59,20 +64,30 @@ class _ChunkedFeatures(torch.autograd.Function):
         ctx.args = clip, prompts, chunk, fast, owner
         device = content.device.type  # the backward pass re-encodes under the same autocast as this one
         ctx.autocast = device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+        parts = list(class_chunks(prompts, chunk))
+        feats = []
         # Grad mode on with nothing requiring grad: no graph is built, and the text path takes the same
         # branches as in a plain training step (the shared-prefix cache is for frozen prefixes only).
         with torch.enable_grad():
             free = content.detach()
-            return torch.cat([encode_prompts(clip, part, free, fast, owner=owner, class_offset=classes.start)
-                              for classes, part in class_chunks(prompts, chunk)], 1)
+            for classes, part in parts[:-1]:
+                feats.append(encode_prompts(clip, part, free, fast, owner=owner, class_offset=classes.start))
+            classes, part = parts[-1]
+            leaf = content.detach().requires_grad_()
+            kept = encode_prompts(clip, part, leaf, fast, owner=owner, class_offset=classes.start)
+        ctx.kept = classes, leaf, kept
+        return torch.cat([*feats, kept.detach()], 1)
 
     @staticmethod
     def backward(ctx, grad):
         (content,) = ctx.saved_tensors
         clip, prompts, chunk, fast, owner = ctx.args
         device, enabled, dtype = ctx.autocast
-        total = torch.zeros_like(content)
-        for classes, part in class_chunks(prompts, chunk):
+        classes, leaf, kept = ctx.kept
+        del ctx.kept  # the last chunk's graph goes before any other chunk's is built
+        total = torch.autograd.grad(kept, leaf, grad[:, classes])[0]
+        del leaf, kept
+        for classes, part in list(class_chunks(prompts, chunk))[:-1]:
             with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
                 leaf = content.detach().requires_grad_()
                 feats = encode_prompts(clip, part, leaf, fast, owner=owner, class_offset=classes.start)
@@ -116,15 +131,17 @@ def bytes_per_class(clip: PromptableCLIP, prompts: PromptBatch, content: torch.T
         return graph_bytes(lambda: encode_prompts(clip, probe, content, fast)) / len(longest)
 
 
-def chunk_for_budget(per_class: float, budget_gib: float, num_classes: int, batch: int) -> int:
-    """The most classes whose training graph fits ``budget_gib`` (0 = unbounded: all classes)."""
+def chunk_for_budget(per_class: float, budget_gib: float, num_classes: int, batch: int, students: int = 1) -> int:
+    """The most classes whose training graph fits ``budget_gib`` (0 = unbounded: all classes), when
+    ``students`` each hold one chunk's graph at once."""
     if budget_gib <= 0:
         return num_classes
-    chunk = int(budget_gib * GIB // per_class)
+    need = per_class * students
+    chunk = int(budget_gib * GIB // need)
     if chunk < 1:
         raise ConfigError(f"TRAINER.LOREAL.MEMORY_BUDGET of {budget_gib:g} GiB cannot hold the text graph of one "
-                          f"class at batch size {batch} ({per_class / 2**20:.0f} MiB): raise MEMORY_BUDGET to at "
-                          f"least {per_class / GIB:.2f}, or lower DATALOADER.TRAIN_X.BATCH_SIZE")
+                          f"class at batch size {batch} in {students} student(s) ({need / 2**20:.0f} MiB): raise "
+                          f"MEMORY_BUDGET to at least {need / GIB:.2f}, or lower DATALOADER.TRAIN_X.BATCH_SIZE")
     return min(chunk, num_classes)
 
 
@@ -167,8 +184,11 @@ class ChunkedText:
         key = self._key(prompts, content)
         if key not in self.chosen:
             per_class = bytes_per_class(clip, prompts, content, cfg.fast_text)
-            self.chosen[key] = chunk_for_budget(per_class, cfg.memory_budget, num_cls, content.shape[0])
+            # Each student trained with a graph keeps its last chunk's until the backward pass: with
+            # MUTUAL_HLD both do at once, so the budget holds two chunks.
+            held = 2 if cfg.mutual_hld else 1
+            self.chosen[key] = chunk_for_budget(per_class, cfg.memory_budget, num_cls, content.shape[0], held)
             logger.info("%s, batch %d: %.1f MiB of text graph per class; %d of %d classes per chunk "
-                        "(MEMORY_BUDGET %g GiB)", learner.name, content.shape[0], per_class / 2**20,
-                        self.chosen[key], num_cls, cfg.memory_budget)
+                        "(MEMORY_BUDGET %g GiB, %d student(s) with a graph)", learner.name, content.shape[0],
+                        per_class / 2**20, self.chosen[key], num_cls, cfg.memory_budget, held)
         return self.chosen[key]
