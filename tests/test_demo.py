@@ -18,23 +18,27 @@ def _sizes(stage):
 def test_world_stages_train_alpha_at_the_standard_size_and_everything_else_at_phi():
     stages = world_stages("MaPLe", 32, 2, root="data", output="out", backbone="clip.pt", std_size=64)
     names = [s.name for s in stages]
-    assert names == ["alpha", "beta", "beta_new", "loreal", "loreal_new", "alpha_base", "alpha_new"]
-    alpha = stages[0]
+    assert names == ["alpha", "alpha_std_new", "beta", "beta_new", "loreal", "loreal_new", "alpha_base", "alpha_new"]
+    alpha, teacher = stages[:2]
     assert _sizes(alpha) == "(64, 64)" and "--eval-only" not in alpha.args
-    assert all(_sizes(s) == "(32, 32)" for s in stages[1:])  # never CLIP's 224: the world CLIP is 64 px
+    # the teacher's own view: α on the new classes at the standard size
+    assert _sizes(teacher) == "(64, 64)" and list(teacher.args)[list(teacher.args).index("--model-dir") + 1] == \
+        alpha.output_dir and teacher.needs == (alpha.output_dir,)
+    assert all(_sizes(s) == "(32, 32)" for s in stages[2:])  # never CLIP's 224: the world CLIP is 64 px
     for s in stages[1:]:
         args = list(s.args)
         assert args[args.index("MODEL.BACKBONE.NAME") + 1] == "clip.pt"
-    loreal = list(stages[3].args)
+    loreal = list(stages[4].args)
     assert loreal[loreal.index("TRAINER.LOREAL.ALPHA_CHECKPOINT") + 1] == alpha.output_dir
-    assert all(list(s.args)[list(s.args).index("--model-dir") + 1] == alpha.output_dir for s in stages[5:])
+    assert all(list(s.args)[list(s.args).index("--model-dir") + 1] == alpha.output_dir for s in stages[6:])
 
 
 def test_table_has_zero_shot_alpha_beta_and_loreal_rows_with_hm():
-    acc = {"alpha_base": 50.0, "alpha_new": 40.0, "beta": 60.0, "beta_new": 30.0, "loreal": 62.0, "loreal_new": 31.0}
+    acc = {"alpha": 90.0, "alpha_std_new": 80.0, "alpha_base": 50.0, "alpha_new": 40.0, "beta": 60.0, "beta_new": 30.0, "loreal": 62.0, "loreal_new": 31.0}
     zero = {64: {"base": 80.0, "new": 70.0}, 32: {"base": 40.0, "new": 35.0}}
     text = format_table(table_rows("CoOp", 32, 64, acc, zero))
     assert "| zero-shot CLIP at 64 (standard) | 80.00 | 70.00 | 74.67 |" in text
+    assert "| CoOp trained at 64 (α), tested at 64 | 90.00 | 80.00 | 84.71 |" in text
     assert "| CoOp trained at 64 (α), tested at 32 | 50.00 | 40.00 | 44.44 |" in text
     assert "| CoOp + LOREAL at 32 | 62.00 | 31.00 | 41.33 |" in text
 
@@ -44,13 +48,14 @@ def test_demo_runs_the_pipeline_on_the_world_and_reuses_finished_stages(tmp_path
     pytest.importorskip("dassl", reason="Dassl is not installed: loreal demo runs train.py")
     env = {**os.environ, "LOREAL_WORLD_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "loreal.cli", "demo", "--baseline", "CoOp", "--epochs", "1", "--pretrain-steps", "2",
-           "--out", str(tmp_path / "demo")]
+           "--out", str(tmp_path / "demo"), "--jobs", "2"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     assert "| zero-shot CLIP at 32 |" in first.stdout and "| CoOp + LOREAL at 32 |" in first.stdout
     assert list((tmp_path / "cache").glob("tiny_clip_*.pt"))
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 7
+    assert again.returncode == 0 and "8 runs: 8 done before (skipped), 0 run now" in again.stdout
+    assert "[stages] done 8/8 · running 0 · failed 0 · left 0" in again.stderr
     assert "(cached)" in again.stdout
     line = "| CoOp + LOREAL at 32 |"
     assert again.stdout.split(line)[1].splitlines()[0] == first.stdout.split(line)[1].splitlines()[0]

@@ -30,15 +30,20 @@ WORLD_ENV = {"OMP_NUM_THREADS": "1"}
 def world_stages(baseline: str, size: int, seed: int, *, root: str, output: str, backbone: str, std_size: int,
                  loreal_config: str = WORLD_CONFIG, opts: Sequence[str] = ()) -> list:
     """The pipeline's stages on the world: α is the baseline trained at the world's standard size, which is
-    the β stage of the pipeline at ``std_size`` (the builders' own α is CLIP's 224), passed on as ``alpha``."""
+    the β stage of the pipeline at ``std_size`` (the builders' own α is CLIP's 224), passed on as ``alpha``.
+
+    One stage more than the builder's: ``alpha_std_new``, α on the new classes at the standard size (its
+    base accuracy there is the ``alpha`` run's own test), which shows how strong the teacher is on what it sees.
+    """
     from .pipeline import lr_base2new
 
     opts = ["MODEL.BACKBONE.NAME", backbone, *opts]
-    standard = lr_base2new(baseline, WORLD_CONFIG, loreal_config, WORLD_DATASET, seed, std_size, root=root,
-                           output=output, opts=opts)
-    alpha = replace(next(s for s in standard if s.name == "beta"), name="alpha")
-    return [alpha] + lr_base2new(baseline, WORLD_CONFIG, loreal_config, WORLD_DATASET, seed, size, root=root,
-                                 output=output, alpha=alpha.output_dir, opts=opts)
+    standard = {s.name: s for s in lr_base2new(baseline, WORLD_CONFIG, loreal_config, WORLD_DATASET, seed, std_size,
+                                                root=root, output=output, opts=opts)}
+    alpha = replace(standard["beta"], name="alpha")
+    teacher = replace(standard["beta_new"], name="alpha_std_new")
+    return [alpha, teacher] + lr_base2new(baseline, WORLD_CONFIG, loreal_config, WORLD_DATASET, seed, size, root=root,
+                                          output=output, alpha=alpha.output_dir, opts=opts)
 
 
 def real_stages(baseline: str, dataset: str, size: int, seed: int, *, root: str, output: str, backbone: str,
@@ -49,20 +54,48 @@ def real_stages(baseline: str, dataset: str, size: int, seed: int, *, root: str,
                        output=output, shots=shots, opts=["MODEL.BACKBONE.NAME", backbone])
 
 
-def run_stages(stages: Sequence, *, env: dict | None = None, log: Callable[[str], None] = print) -> dict[str, float]:
-    """Run the stages through the pipeline runner; ``{stage name: accuracy}`` of every finished stage."""
+def run_stages(stages: Sequence, *, env: dict | None = None, log: Callable[[str], None] = print,
+               jobs: int = 1) -> dict[str, float]:
+    """Run the stages through the pipeline runner; ``{stage name: accuracy}`` of every finished stage.
+
+    ``jobs`` > 1 runs independent stages side by side (e.g. α and β), each a process of its own; the
+    world's stages are single-threaded, so one job per core.
+    """
+    execute_stages(stages, env=env, log=log, jobs=jobs)
+    return accuracies(stages)
+
+
+def execute_stages(stages: Sequence, *, env: dict | None = None, log: Callable[[str], None] = print,
+                   jobs: int = 1, label: str = "stages") -> None:
+    """Run ``stages`` (needs first; a stage listed twice runs once); raises naming the first failure."""
     from .pipeline import run_pipeline
-    from .results import parse_log
 
     if importlib.util.find_spec("dassl") is None:
         raise MissingFileError("the pipeline runs train.py, which needs Dassl: install it from "
                                "https://github.com/KaiyangZhou/Dassl.pytorch (README, 'Installing')")
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: give at least 1")
     env = {"PYTHONWARNINGS": "ignore", **(env or {})}
-    results = run_pipeline(stages, env=env, log=log, quiet=True)
+    unique = list({s.output_dir: s for s in stages}.values())
+    if jobs > 1:
+        from .reproduce.execute import LocalBackend, execute
+
+        report = execute(unique, LocalBackend([env] * jobs), label=label)
+        if not report.ok:
+            raise LorealError(report.summary())
+        log(report.summary())
+        return
+    results = run_pipeline(unique, env=env, log=log, quiet=True)
     failed = [r for r in results if not r.ok]
     if failed:
         r = failed[0]
         raise LorealError(f"stage '{r.stage.name}' {r.status} (log: {r.log_path}):\n{r.tail}")
+
+
+def accuracies(stages: Sequence) -> dict[str, float]:
+    """``{stage name: accuracy}`` read from the finished stages' logs."""
+    from .results import parse_log
+
     accuracy = {}
     for stage in stages:
         value = parse_log(Path(stage.output_dir) / "log.txt")
@@ -79,6 +112,8 @@ def table_rows(baseline: str, size: int, std_size: int, acc: dict[str, float],
     if zero_shot:
         rows += [(f"zero-shot CLIP at {std_size} (standard)", zero_shot[std_size]["base"], zero_shot[std_size]["new"]),
                  (f"zero-shot CLIP at {size}", zero_shot[size]["base"], zero_shot[size]["new"])]
+    if "alpha_std_new" in acc:  # the teacher on what it sees in LOREAL's training: the standard size
+        rows.append((f"{baseline} trained at {std_size} (α), tested at {std_size}", acc["alpha"], acc["alpha_std_new"]))
     rows += [(f"{baseline} trained at {std_size} (α), tested at {size}", acc["alpha_base"], acc["alpha_new"]),
              (f"{baseline} trained at {size} (β)", acc["beta"], acc["beta_new"]),
              (f"{baseline} + LOREAL at {size}", acc["loreal"], acc["loreal_new"])]
@@ -115,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         stages = world_stages(args.baseline, size, args.seed, root=str(out / "data"), output=str(out),
                               backbone=str(backbone), std_size=std,
                               opts=["OPTIM.MAX_EPOCH", str(args.epochs)] if args.epochs else ())
-        acc = run_stages(stages, env={**WORLD_ENV, "LOREAL_CACHE": str(out / "embedding_cache")})
+        acc = run_stages(stages, env={**WORLD_ENV, "LOREAL_CACHE": str(out / "embedding_cache")}, jobs=args.jobs)
         zero_shot = split_zero_shot(load_clip(str(backbone)), folder, (std, size))
         where = f"the procedural world ({backbone.name})"
     print(f"\nLow-resolution base-to-novel on {where}, φ = {size}, seed {args.seed}\n")
@@ -139,4 +174,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs of every training stage on the world "
                    "(default: the world configs'; a smaller value for a quick check)")
     p.add_argument("--out", default="loreal_demo", help="output folder (finished stages are kept and reused)")
+    p.add_argument("--jobs", type=int, default=default_jobs(),
+                   help="world stages run side by side, one core each (default: the cores this process may use, "
+                        "at most 4)")
     p.set_defaults(func=run)
+
+
+def default_jobs() -> int:
+    """One single-threaded world stage per usable core; a pipeline never has more than 4 ready at once."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

@@ -108,8 +108,8 @@ class Report:
 class Progress:
     """The live line: rewritten in place on a terminal, one line per change elsewhere (logs, CI)."""
 
-    def __init__(self, report: Report, slots: int, stream: TextIO = sys.stderr):
-        self.report, self.slots, self.stream = report, slots, stream
+    def __init__(self, report: Report, slots: int, stream: TextIO = sys.stderr, label: str = "reproduce"):
+        self.report, self.slots, self.stream, self.label = report, slots, stream, label
         self.tty = stream.isatty()
         self.last = ""
 
@@ -117,7 +117,7 @@ class Progress:
         r = self.report
         finished = len(r.before) + len(r.done)
         left = r.total - finished - len(r.failed) - len(r.blocked) - running
-        text = f"[reproduce] done {finished}/{r.total} · running {running} · failed {len(r.failed)} · "
+        text = f"[{self.label}] done {finished}/{r.total} · running {running} · failed {len(r.failed)} · "
         text += f"not run {len(r.blocked)} · left {left}" if r.blocked else f"left {left}"
         if r.seconds:
             per_run = sum(r.seconds) / len(r.seconds)
@@ -139,10 +139,12 @@ class Progress:
 
 
 def execute(stages: Sequence[Stage], backend: Backend, *, poll_seconds: float = 0.2,
-            stream: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic) -> Report:
-    """Run ``stages`` (ordered: needs first) on ``backend``'s slots; returns the report (nothing raised)."""
+            stream: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic,
+            label: str = "reproduce") -> Report:
+    """Run ``stages`` (ordered: needs first) on ``backend``'s slots; returns the report (nothing raised).
+    ``label`` starts the progress line."""
     report = Report(len(stages))
-    progress = Progress(report, len(backend.slots), stream)
+    progress = Progress(report, len(backend.slots), stream, label)
     in_grid = {s.output_dir for s in stages}
     failed: set[str] = set()
     finished: set[str] = set()  # in-grid runs known done (markers are read once, not on every tick)

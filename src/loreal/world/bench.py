@@ -63,9 +63,10 @@ def markdown(rows: dict[tuple, list[tuple[float, float]]], seeds: list[int]) -> 
 
 
 def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation: str, out: Path,
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, jobs: int = 1) -> dict:
+    """Run (or resume) the bench; ``jobs`` stages side by side. The table is rewritten after every seed."""
     from ..clip import load_clip
-    from ..demo import WORLD_ENV, run_stages, world_stages
+    from ..demo import WORLD_ENV, accuracies, execute_stages, world_stages
     from .dataset import write_world_dataset
     from .pretrain import PretrainSettings, pretrained_clip
     from .zeroshot import split_zero_shot
@@ -82,28 +83,32 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
     for size in sizes:
         for view in (std, size):
             rows[("CLIP", size, f"zero-shot at {view}")] = [(zero[view]["base"], zero[view]["new"])]
-    # Seed-major order, so an interrupted bench already has every baseline for the first seeds.
-    plans = []
-    for seed in seeds:
-        plans += [(b, size, seed, "world", b) for b in baselines for size in sizes]
-        if ablation:
-            plans += [(ablation, sizes[0], seed, ablation_config(ablation, name, out / "configs"), f"{ablation} {name}")
-                      for name in ABLATIONS]
     seconds = 0.0
-    for i, (baseline, size, seed, lcfg, label) in enumerate(plans, start=1):
-        stages = world_stages(baseline, size, seed, loreal_config=lcfg, **common)
-        log(f"== [{i}/{len(plans)}] {label}, φ = {size}, seed {seed}")
+    # Seed by seed, so an interrupted bench already has every baseline for the first seeds.
+    for done, seed in enumerate(seeds, start=1):
+        plans = [(b, size, "world", b) for b in baselines for size in sizes]
+        if ablation:
+            plans += [(ablation, sizes[0], ablation_config(ablation, name, out / "configs"), f"{ablation} {name}")
+                      for name in ABLATIONS]
+        pipelines = [(baseline, size, lcfg, label, world_stages(baseline, size, seed, loreal_config=lcfg, **common))
+                     for baseline, size, lcfg, label in plans]
+        log(f"== seed {seed}: {len(plans)} pipelines ({', '.join(p[3] + f' φ {p[1]}' for p in plans)})")
         start = time.perf_counter()
-        acc = run_stages(stages, env=env, log=log)
+        execute_stages([s for p in pipelines for s in p[4]], env=env, log=log, jobs=jobs, label=f"world bench, seed {seed}")
         seconds += time.perf_counter() - start
-        if lcfg == "world":
-            rows.setdefault((baseline, size, f"α (trained at {std}) at {size}"), []).append((acc["alpha_base"], acc["alpha_new"]))
-            rows.setdefault((baseline, size, "β (trained at φ)"), []).append((acc["beta"], acc["beta_new"]))
-            rows.setdefault((baseline, size, "+LOREAL"), []).append((acc["loreal"], acc["loreal_new"]))
-        else:
-            rows.setdefault((baseline, size, f"+LOREAL, ablation {label.split()[-1]}"), []).append(
-                (acc["loreal"], acc["loreal_new"]))
-        # The table so far, after every pipeline: an interrupted bench still leaves its results.
-        (out / "world_bench.md").write_text(markdown(rows, sorted({p[2] for p in plans[:i]})) + "\n")
+        for baseline, size, lcfg, label, stages in pipelines:
+            acc = accuracies(stages)
+            if lcfg == "world":
+                rows.setdefault((baseline, size, f"α (trained at {std}) at {std}"), []).append(
+                    (acc["alpha"], acc["alpha_std_new"]))
+                rows.setdefault((baseline, size, f"α (trained at {std}) at {size}"), []).append(
+                    (acc["alpha_base"], acc["alpha_new"]))
+                rows.setdefault((baseline, size, "β (trained at φ)"), []).append((acc["beta"], acc["beta_new"]))
+                rows.setdefault((baseline, size, "+LOREAL"), []).append((acc["loreal"], acc["loreal_new"]))
+            else:
+                rows.setdefault((baseline, size, f"+LOREAL, ablation {label.split()[-1]}"), []).append(
+                    (acc["loreal"], acc["loreal_new"]))
+        # The table so far: an interrupted bench still leaves the finished seeds' results.
+        (out / "world_bench.md").write_text(markdown(rows, seeds[:done]) + "\n")
     return {"backbone": backbone, "seeds": seeds, "sizes": sizes, "std_size": std, "seconds": round(seconds, 1),
             "rows": {" | ".join(map(str, k)): v for k, v in rows.items()}, "markdown": markdown(rows, seeds)}

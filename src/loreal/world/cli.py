@@ -30,12 +30,14 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     report = run_bench(baselines=args.baselines, sizes=args.sizes, seeds=args.seeds, ablation=args.ablation,
-                       out=Path(args.out))
+                       out=Path(args.out), jobs=args.jobs)
     print(json.dumps(report, indent=2) if args.json else report["markdown"])
     return 0
 
 
 def add_parser(subparsers) -> None:
+    from ..demo import default_jobs
+
     p = subparsers.add_parser("world", help="the procedural low-resolution world: pre-train its CLIP, write it, bench")
     sub = p.add_subparsers(dest="subcommand", required=True)
     pre = sub.add_parser("pretrain", help="pre-train (or find cached) the world's tiny CLIP; print zero-shot accuracy")
@@ -53,5 +55,7 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     bench.add_argument("--ablation", default="CoOp", help="baseline of the Table 6 ablations ('' for none)")
     bench.add_argument("--out", default="world_bench", help="output folder (finished stages are reused)")
+    bench.add_argument("--jobs", type=int, default=default_jobs(),
+                       help="stages run side by side, one core each (default: the usable cores, at most 4)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_bench)
