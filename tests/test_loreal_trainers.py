@@ -79,7 +79,7 @@ def test_four_stage_script_runs_end_to_end(env, pipelines, name):
     assert Path(students["alpha"]["path"]).parent.parent == dirs["alpha"]
     assert Path(students["beta"]["path"]).parent.parent == dirs["beta"]
     log = (dirs["loreal"] / "log.txt").read_text()
-    assert "hld" in log and "lld" in log  # both distillation terms are logged per step
+    assert "hld" in log and "lld" in log and "acc_alpha" in log  # both distillation terms and the teacher
     cached = name in ("MaPLe", "MMRL")  # their LOREAL configs train from cached embeddings
     assert ("Embedding cache:" in log) is cached
     assert "Embedding cache" not in (dirs["loreal_new"] / "log.txt").read_text()  # evaluation never builds one

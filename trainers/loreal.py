@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dassl.metrics import compute_accuracy
+
 from loreal import distributed
 from loreal.attributes import load_bank
 from loreal.checkpoints import LOREAL_CHECKPOINT_NAME, file_digest, load_learner_checkpoint
@@ -190,7 +192,10 @@ class LorealTrainer(PromptTrainer):
             out = self.model.training_step(std, lr, labels)
         else:
             out = self.model.forward_train(inputs[0], inputs[1], labels)
-        return out.loss, out.beta.logits.main, out.terms
+        # The teacher's training accuracy (α on the standard view, its slots filled under the bridge), logged
+        # beside β's: HLD can only help where α knows more than β.
+        acc_alpha = compute_accuracy(out.alpha.logits.main.detach(), labels)[0]
+        return out.loss, out.beta.logits.main, {**out.terms, "acc_alpha": acc_alpha}
 
     def loss_summary(self, loss, output, labels, terms) -> dict:
         summary = super().loss_summary(loss, output, labels, terms)
