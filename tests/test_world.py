@@ -12,7 +12,7 @@ from PIL import Image
 from loreal.data.views import test_transform
 from loreal.errors import ConfigError
 from loreal.world import COARSE_ATTRIBUTES, PretrainSettings, pretrained_clip, world_classes, write_world_dataset
-from loreal.world.pretrain import checkpoint_path, contrastive_loss, read_record
+from loreal.world.pretrain import checkpoint_path, contrastive_loss, pretrain, read_record, world_batches
 from loreal.world.scene import Scene, caption, draw, render_batch
 from loreal.world.zeroshot import error_analysis, split_zero_shot, zero_shot_report
 
@@ -97,6 +97,19 @@ def test_pretraining_is_cached_by_its_settings(world_clip, monkeypatch):
     monkeypatch.setattr(pretrain_module, "pretrain", lambda *a, **k: pytest.fail("a cached model was trained again"))
     assert pretrained_clip(TEST_SETTINGS, folder=folder, log=lambda _: None) == path
     assert checkpoint_path(PretrainSettings(steps=4, batch_size=16, layers=1), folder) != path  # other settings, other file
+
+
+def test_batches_drawn_ahead_by_a_child_process_are_the_inline_ones(monkeypatch):
+    ahead = list(world_batches(3, 8, 32, np.random.default_rng([5, 1])))
+    rng = np.random.default_rng([5, 1])
+    for images, captions in ahead:
+        inline, _, inline_captions = render_batch(8, 32, rng)
+        assert np.array_equal(images, inline) and captions == inline_captions
+    # so pre-training makes the same model with or without the child process
+    forked = pretrain(TEST_SETTINGS, log=lambda _: None).state_dict()
+    monkeypatch.setattr("loreal.world.pretrain.sys.platform", "win32")  # draws inline
+    for name, value in pretrain(TEST_SETTINGS, log=lambda _: None).state_dict().items():
+        assert torch.equal(value, forked[name]), name
 
 
 @pytest.fixture(scope="session")
