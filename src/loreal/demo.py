@@ -131,6 +131,8 @@ def format_table(rows: list[tuple[str, float, float]]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.baseline not in REAL_CONFIGS:
         raise ConfigError(f"unknown baseline {args.baseline!r}: use one of {', '.join(REAL_CONFIGS)}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: give at least 1")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.root is not None:  # the real thing

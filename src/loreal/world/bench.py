@@ -65,6 +65,8 @@ def markdown(rows: dict[tuple, list[tuple[float, float]]], seeds: list[int]) -> 
 def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation: str, out: Path,
               log: Callable[[str], None] = print, jobs: int = 1) -> dict:
     """Run (or resume) the bench; ``jobs`` stages side by side. The table is rewritten after every seed."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: give at least 1")
     from ..clip import load_clip
     from ..demo import WORLD_ENV, accuracies, execute_stages, world_stages
     from .dataset import write_world_dataset
