@@ -59,3 +59,22 @@ def test_demo_runs_the_pipeline_on_the_world_and_reuses_finished_stages(tmp_path
     assert "(cached)" in again.stdout
     line = "| CoOp + LOREAL at 32 |"
     assert again.stdout.split(line)[1].splitlines()[0] == first.stdout.split(line)[1].splitlines()[0]
+
+
+def test_bench_reads_what_the_loss_terms_did_from_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard", reason="the bench reads the trainers' TensorBoard files")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from loreal.world.bench import loss_terms, terms_markdown
+
+    writer = SummaryWriter(str(tmp_path / "run" / "tensorboard"))
+    for step, (ce, hld) in enumerate([(2.0, 6.0), (1.5, 4.0), (1.0, 1.0)]):
+        writer.add_scalar("train/ce", ce, step)
+        writer.add_scalar("train/hld", hld, step)
+    writer.add_scalar("test/accuracy", 50.0, 0)
+    writer.close()
+    terms = loss_terms(tmp_path / "run")
+    assert terms == {"ce": (2.0, 1.0), "hld": (6.0, 1.0)}  # first step, last epoch's mean (the last value)
+    other = {"ce": (4.0, 3.0), "hld": (2.0, 2.0)}
+    text = terms_markdown({("CoOp", 32, "+LOREAL"): [terms, other]}, [1, 2])
+    assert "| CoOp | 32 | +LOREAL | 3.00 → 2.00 | 4.00 → 1.50 | — | — | — |" in text

@@ -62,6 +62,37 @@ def markdown(rows: dict[tuple, list[tuple[float, float]]], seeds: list[int]) -> 
     return "\n".join(lines) + f"\n\nSeeds {', '.join(map(str, seeds))}; mean ± sample std over seeds; HM of the means."
 
 
+#: Training scalars of a LOREAL run that say what its loss terms did (Dassl writes each step's running mean
+#: over the epoch under ``train/<name>``); ``acc_alpha`` is the teacher's training accuracy.
+TERMS = ("ce", "hld", "lld", "acc", "acc_alpha")
+
+
+def loss_terms(run_dir: str | Path) -> dict[str, tuple[float, float]]:
+    """``{term: (first step, mean of the last epoch)}`` from a run's TensorBoard file (terms it has)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(run_dir) / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags().get("scalars", ()))
+    return {term: (values[0].value, values[-1].value) for term in TERMS if f"train/{term}" in tags
+            for values in [events.Scalars(f"train/{term}")]}
+
+
+def terms_markdown(terms: dict[tuple, list[dict[str, tuple[float, float]]]], seeds: list[int]) -> str:
+    """One line per LOREAL run kind: every term's first step → last epoch, seed means."""
+    lines = ["| baseline | φ | run | " + " | ".join(TERMS) + " |", "|---|---:|---|" + "---:|" * len(TERMS)]
+    for (baseline, size, run), per_seed in terms.items():
+        cells = []
+        for term in TERMS:
+            pairs = [t[term] for t in per_seed if term in t]
+            cells.append(f"{statistics.mean(p[0] for p in pairs):.2f} → {statistics.mean(p[1] for p in pairs):.2f}"
+                         if pairs else "—")
+        lines.append(f"| {baseline} | {size} | {run} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + (f"\n\nStage-3 training scalars (TensorBoard `train/<term>`), first step → mean of the "
+                               f"last epoch, mean over seeds {', '.join(map(str, seeds))}; acc is β's training "
+                               f"accuracy, acc_alpha the teacher's (α on the standard view).")
+
+
 def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation: str, out: Path,
               log: Callable[[str], None] = print, jobs: int = 1) -> dict:
     """Run (or resume) the bench; ``jobs`` stages side by side. The table is rewritten after every seed."""
@@ -85,6 +116,7 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
     for size in sizes:
         for view in (std, size):
             rows[("CLIP", size, f"zero-shot at {view}")] = [(zero[view]["base"], zero[view]["new"])]
+    terms: dict[tuple, list[dict[str, tuple[float, float]]]] = {}
     seconds = 0.0
     # Seed by seed, so an interrupted bench already has every baseline for the first seeds.
     for done, seed in enumerate(seeds, start=1):
@@ -100,6 +132,9 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
         seconds += time.perf_counter() - start
         for baseline, size, lcfg, label, stages in pipelines:
             acc = accuracies(stages)
+            run = "+LOREAL" if lcfg == "world" else f"+LOREAL, ablation {label.split()[-1]}"
+            terms.setdefault((baseline, size, run), []).append(
+                loss_terms(next(s.output_dir for s in stages if s.name == "loreal")))
             if lcfg == "world":
                 rows.setdefault((baseline, size, f"α (trained at {std}) at {std}"), []).append(
                     (acc["alpha"], acc["alpha_std_new"]))
@@ -111,6 +146,8 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
                 rows.setdefault((baseline, size, f"+LOREAL, ablation {label.split()[-1]}"), []).append(
                     (acc["loreal"], acc["loreal_new"]))
         # The table so far: an interrupted bench still leaves the finished seeds' results.
-        (out / "world_bench.md").write_text(markdown(rows, seeds[:done]) + "\n")
+        text = markdown(rows, seeds[:done]) + "\n\n" + terms_markdown(terms, seeds[:done])
+        (out / "world_bench.md").write_text(text + "\n")
     return {"backbone": backbone, "seeds": seeds, "sizes": sizes, "std_size": std, "seconds": round(seconds, 1),
-            "rows": {" | ".join(map(str, k)): v for k, v in rows.items()}, "markdown": markdown(rows, seeds)}
+            "rows": {" | ".join(map(str, k)): v for k, v in rows.items()},
+            "terms": {" | ".join(map(str, k)): v for k, v in terms.items()}, "markdown": text}
