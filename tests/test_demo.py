@@ -75,6 +75,6 @@ def test_bench_reads_what_the_loss_terms_did_from_tensorboard(tmp_path):
     writer.close()
     terms = loss_terms(tmp_path / "run")
     assert terms == {"ce": (2.0, 1.0), "hld": (6.0, 1.0)}  # first step, last epoch's mean (the last value)
-    other = {"ce": (4.0, 3.0), "hld": (2.0, 2.0)}
+    other = {"ce": (4.0, 3.0), "hld": (2.0, 2.0), "acc_alpha": (40.0, 30.0)}
     text = terms_markdown({("CoOp", 32, "+LOREAL"): [terms, other]}, [1, 2])
-    assert "| CoOp | 32 | +LOREAL | 3.00 → 2.00 | 4.00 → 1.50 | — | — | — |" in text
+    assert "| CoOp | 32 | +LOREAL | 3.00 → 2.00 | 4.00 → 1.50 | — | — | 40.00 → 30.00 (1 of 2 seeds) |" in text
