@@ -85,10 +85,13 @@ def terms_markdown(terms: dict[tuple, list[dict[str, tuple[float, float]]]], see
         cells = []
         for term in TERMS:
             pairs = [t[term] for t in per_seed if term in t]
+            if not pairs:
+                cells.append("—")
+                continue
             cell = f"{statistics.mean(p[0] for p in pairs):.2f} → {statistics.mean(p[1] for p in pairs):.2f}"
-            if pairs and len(pairs) < len(per_seed):  # a term the runs of some seeds did not log
+            if len(pairs) < len(per_seed):  # a term the runs of some seeds did not log
                 cell += f" ({len(pairs)} of {len(per_seed)} seeds)"
-            cells.append(cell if pairs else "—")
+            cells.append(cell)
         lines.append(f"| {baseline} | {size} | {run} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + (f"\n\nStage-3 training scalars (TensorBoard `train/<term>`), first step → mean of the "
                                f"last epoch, mean over seeds {', '.join(map(str, seeds))}; acc is β's training "
