@@ -138,3 +138,30 @@ def test_autocast_training_pass_then_fp32_evaluation(promptable, name):
         plain = plain_logits(model, model.beta, lr, lr.pooled)
     assert fast.dtype == torch.float32
     assert relative_error(fast, plain) <= 1e-5
+
+
+def test_prefix_cache_keeps_the_first_chunks_of_a_cycle_too_large_for_it_and_drops_stale_entries(monkeypatch):
+    from torch import nn
+
+    from loreal.method import prefix_cache
+
+    prefix_cache.clear()
+    monkeypatch.setattr(prefix_cache, "MAX_BYTES", 2 * 100)
+    owner = nn.Linear(2, 2)
+    computed = []
+
+    def get(chunk):
+        key = prefix_cache.prefix_key(owner, [], torch.float32, torch.device("cpu"), ("chunk", chunk))
+        return prefix_cache.lookup(owner, key, lambda: computed.append(chunk) or chunk, lambda _: 100)
+
+    for _ in range(3):  # one training step after another walks chunks 0, 1, 2 in order
+        assert [get(c) for c in range(3)] == [0, 1, 2]
+    # Least-recently-used eviction would recompute all three every step; the first two stay cached.
+    assert computed == [0, 1, 2, 2, 2]
+    assert prefix_cache.held_bytes(lambda _: 100, owner) == 200
+    with torch.no_grad():
+        owner.weight.add_(1.0)  # new parameters: the old entries are stale and give way
+    computed.clear()
+    assert [get(c) for c in range(3)] == [0, 1, 2] and computed == [0, 1, 2]
+    assert [get(c) for c in range(3)] == [0, 1, 2] and computed == [0, 1, 2, 2]
+    prefix_cache.clear()

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 MAX_BYTES = 1 << 30
-"""Upper bound on the cached keys and values of all learners together (oldest entries go first)."""
-MAX_ENTRIES_PER_LEARNER = 16
+"""Upper bound on the cached keys and values of all learners together."""
+MAX_ENTRIES_PER_LEARNER = 1024
 
 _CACHES: "weakref.WeakKeyDictionary[nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
 
@@ -55,28 +55,51 @@ def prefix_key(owner: nn.Module, text_tensors: Iterable[torch.Tensor], dtype: to
 
 
 def lookup(owner: nn.Module, key: tuple, compute: Callable[[], Any], nbytes: Callable[[Any], int]) -> Any:
-    """The entry of ``owner`` under ``key``, computed (without a graph) and stored if absent."""
+    """The entry of ``owner`` under ``key``, computed (without a graph) and stored if absent and it fits.
+
+    Room is made by dropping stale entries only: those computed under parameters that have since
+    changed, oldest first. Entries of the current parameters stay, and a new one that does not fit is
+    used once and not stored. A training step walks the class chunks in the same order every time:
+    under least-recently-used eviction such a cycle larger than the cache would never hit, while this
+    way its first chunks always do.
+    """
     entries = _CACHES.get(owner)
     if entries is None:
         entries = _CACHES[owner] = OrderedDict()
     state = entries.get(key)
-    if state is None:
-        with torch.no_grad():
-            state = compute()
+    if state is not None:
+        entries.move_to_end(key)
+        return state
+    with torch.no_grad():
+        state = compute()
+    if _make_room(nbytes(state), nbytes) and len(entries) < MAX_ENTRIES_PER_LEARNER:
         entries[key] = state
-        while len(entries) > MAX_ENTRIES_PER_LEARNER:
-            entries.popitem(last=False)  # parameters that moved on leave stale entries behind
-        _shrink(nbytes)
-    entries.move_to_end(key)
     return state
 
 
-def _shrink(nbytes: Callable[[Any], int]) -> None:
+def _stale(owner: nn.Module, key: tuple) -> bool:
+    """Whether the owner's parameters and buffers changed since ``key`` was made (see :func:`prefix_key`;
+    the text tower is frozen wherever prefixes are cached, so the owner's own tensors decide)."""
+    return key[4] != tensor_versions(module_tensors(owner))
+
+
+def _make_room(size: int, nbytes: Callable[[Any], int]) -> bool:
+    """Drop stale entries, oldest first, until ``size`` more bytes fit under MAX_BYTES; whether they do."""
     total = sum(nbytes(s) for entries in _CACHES.values() for s in entries.values())
-    for entries in list(_CACHES.values()):
-        while total > MAX_BYTES and len(entries) > 1:
-            _, state = entries.popitem(last=False)
-            total -= nbytes(state)
+    if total + size <= MAX_BYTES:
+        return True
+    for owner, entries in list(_CACHES.items()):
+        for key in [k for k in entries if _stale(owner, k)]:
+            total -= nbytes(entries.pop(key))
+            if total + size <= MAX_BYTES:
+                return True
+    return False
+
+
+def held_bytes(nbytes: Callable[[Any], int], owner: nn.Module | None = None) -> int:
+    """Bytes cached for ``owner`` (all learners' if None), each entry measured by ``nbytes``."""
+    caches = _CACHES.values() if owner is None else [_CACHES.get(owner, {})]
+    return sum(nbytes(s) for entries in caches for s in entries.values())
 
 
 def entries(owner: nn.Module) -> int:
