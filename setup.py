@@ -36,6 +36,6 @@ setup(
         "grad-cam",  # loreal attention's Grad-CAM (pytorch_grad_cam)
     ],
     # reproduce: the paper grid on a cluster (submitit) and its figures (matplotlib); tests cover both
-    extras_require={"test": ["pytest", "pytest-xdist", "matplotlib", "submitit"], "reproduce": ["matplotlib", "submitit"]},
+    extras_require={"test": ["pytest", "pytest-xdist>=3.6", "matplotlib", "submitit"], "reproduce": ["matplotlib", "submitit"]},
     entry_points={"console_scripts": ["loreal=loreal.cli:main"]},
 )

@@ -35,8 +35,10 @@ def vit_b16():
     return build_clip_architecture("ViT-B/16", seed=0)
 
 
-# The end-to-end files are the longest; run first, they let `pytest -n 2 --dist loadfile` (the README's
-# command) keep both workers busy to the end instead of leaving one of them a long tail.
+# The end-to-end files are the longest; run first, they let `pytest -n 2 --dist loadfile
+# --no-loadscope-reorder` (the README's command) keep both workers busy to the end instead of leaving one of
+# them a long tail. xdist's default reorders files by their number of tests, which puts these few long
+# tests last.
 SLOW_FILES_FIRST = ("test_reproduce_e2e.py", "test_loreal_trainers.py", "test_pipeline_runs.py", "test_host.py",
                     "test_demo.py", "test_trainers.py", "test_distributed.py")
 
