@@ -22,6 +22,15 @@ def promptable(tiny_clip):
     return PromptableCLIP(tiny_clip)
 
 
+@pytest.fixture(scope="session")
+def narrow_promptable():
+    """A narrower tiny CLIP (widths 64, embed 32, still 12 layers so every baseline's depths apply), for the
+    files that run many training passes to check exactness, which does not depend on width."""
+    from loreal.clip import PromptableCLIP, build_tiny_clip
+
+    return PromptableCLIP(build_tiny_clip(seed=0, embed_dim=32, vision_width=64, text_width=64))
+
+
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)

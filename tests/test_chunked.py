@@ -10,13 +10,10 @@ from loreal.method import LorealConfig, LorealModel, chunked
 from loreal.method.chunked import ChunkedText, bytes_per_class, chunk_for_budget, graph_bytes
 from randomised import randomised_learner, relative_error
 
-@pytest.fixture(scope="module")
-def promptable():
-    """A narrower tiny CLIP than the suite's (width 64, still 12 layers, so every baseline's depths apply):
-    chunking's exactness does not depend on width, and these tests run a dozen training steps each."""
-    from loreal.clip import PromptableCLIP, build_tiny_clip
 
-    return PromptableCLIP(build_tiny_clip(seed=0, embed_dim=32, vision_width=64, text_width=64))
+@pytest.fixture(scope="module")
+def promptable(narrow_promptable):
+    return narrow_promptable
 
 
 CLASSES = ["abyssinian", "american bulldog", "great pyrenees", "persian", "scottish terrier", "pug"]

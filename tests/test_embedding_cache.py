@@ -16,6 +16,11 @@ ATTRS = ["coat color", "body shape", "ear shape"]
 
 
 @pytest.fixture(scope="module")
+def promptable(narrow_promptable):
+    return narrow_promptable
+
+
+@pytest.fixture(scope="module")
 def image_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("imgs")
     rng = np.random.default_rng(0)

@@ -8,16 +8,12 @@ from loreal.method.fast_text import choose_split
 from loreal.method.text import encode_conditioned_text
 from randomised import CLASSES, randomised_learner, relative_error
 
+ATTRS = ["coat color", "body shape", "ear shape"]
+
 
 @pytest.fixture(scope="module")
-def promptable():
-    """A narrower tiny CLIP than the suite's (width 64, still 12 layers, so every baseline's depths apply):
-    the fast path's exactness does not depend on width, and these tests run many training passes."""
-    from loreal.clip import PromptableCLIP, build_tiny_clip
-
-    return PromptableCLIP(build_tiny_clip(seed=0, embed_dim=32, vision_width=64, text_width=64))
-
-ATTRS = ["coat color", "body shape", "ear shape"]
+def promptable(narrow_promptable):
+    return narrow_promptable
 
 
 @pytest.mark.parametrize("order", ["paper", "official"])

@@ -15,6 +15,11 @@ CLASSES = ["abyssinian", "beagle", "golden_retriever", "persian"]
 ATTRS = ["coat color", "body shape", "ear shape", "muzzle length", "fur length"]
 
 
+@pytest.fixture(scope="module")
+def promptable(narrow_promptable):
+    return narrow_promptable
+
+
 def make_model(promptable, seed=0, **overrides):
     torch.manual_seed(seed)
     cfg = CoOpConfig(n_ctx=4, prec="fp32")

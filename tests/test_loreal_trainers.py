@@ -122,20 +122,18 @@ def loreal_args(env, name, out, *opts):
             "TRAINER.LOREAL.BETA_CHECKPOINT", str(dirs["beta"]), *opts]
 
 
+# Through train.py: each kind of mistake exits 2 with its message and no traceback. A missing checkpoint, a
+# LOREAL checkpoint file and a missing bank are checked where they are raised (tests/test_checkpoints.py,
+# tests/test_attributes_bank.py), without a process each.
 @pytest.mark.parametrize("opts,message", [
     ((), "ALPHA_CHECKPOINT is empty: set it to the stage-1 output folder"),
-    (("TRAINER.LOREAL.ALPHA_CHECKPOINT", "{missing}"), "ALPHA_CHECKPOINT: no checkpoint at"),
     (("TRAINER.LOREAL.ALPHA_CHECKPOINT", "{maple_alpha}"), "is a MaPLe checkpoint, but this run trains CoOp"),
     (("TRAINER.LOREAL.ALPHA_CHECKPOINT", "{coop_alpha}", "TRAINER.LOREAL.K", "3"), "set TRAINER.LOREAL.K to 5"),
-    (("TRAINER.LOREAL.ALPHA_CHECKPOINT", "{coop_alpha}", "TRAINER.LOREAL.ATTRIBUTES", "{missing}.json"),
-     "attributes mine"),
     (("TRAINER.LOREAL.ALPHA_CHECKPOINT", "{coop_loreal}"), "points at a LOREAL run"),
-    (("TRAINER.LOREAL.ALPHA_CHECKPOINT", "{coop_loreal_file}"), "points at a LOREAL checkpoint"),
 ])
 def test_bad_stage_inputs_name_the_fix(env, pipelines, opts, message):
-    values = {"missing": str(env / "nowhere"), "maple_alpha": str(stage_dirs(env, "MaPLe")["alpha"]),
-              "coop_alpha": str(stage_dirs(env, "CoOp")["alpha"]), "coop_loreal": str(stage_dirs(env, "CoOp")["loreal"]),
-              "coop_loreal_file": str(stage_dirs(env, "CoOp")["loreal"] / "LOREAL/model.pth.tar-1")}
+    values = {"maple_alpha": str(stage_dirs(env, "MaPLe")["alpha"]), "coop_alpha": str(stage_dirs(env, "CoOp")["alpha"]),
+              "coop_loreal": str(stage_dirs(env, "CoOp")["loreal"])}
     proc = run_train(env, *loreal_args(env, "CoOp", "bad", *[o.format(**values) for o in opts]))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
