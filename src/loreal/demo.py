@@ -73,8 +73,7 @@ def execute_stages(stages: Sequence, *, env: dict | None = None, log: Callable[[
     if importlib.util.find_spec("dassl") is None:
         raise MissingFileError("the pipeline runs train.py, which needs Dassl: install it from "
                                "https://github.com/KaiyangZhou/Dassl.pytorch (README, 'Installing')")
-    if jobs < 1:
-        raise ConfigError(f"--jobs {jobs}: give at least 1")
+    check_jobs(jobs)
     env = {"PYTHONWARNINGS": "ignore", **(env or {})}
     unique = list({s.output_dir: s for s in stages}.values())
     if jobs > 1:
@@ -90,6 +89,12 @@ def execute_stages(stages: Sequence, *, env: dict | None = None, log: Callable[[
     if failed:
         r = failed[0]
         raise LorealError(f"stage '{r.stage.name}' {r.status} (log: {r.log_path}):\n{r.tail}")
+
+
+def check_jobs(jobs: int) -> None:
+    """Refuse fewer than one stage at a time (the demo and the bench check before any costly work)."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: give at least 1")
 
 
 def accuracies(stages: Sequence) -> dict[str, float]:
@@ -131,8 +136,7 @@ def format_table(rows: list[tuple[str, float, float]]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.baseline not in REAL_CONFIGS:
         raise ConfigError(f"unknown baseline {args.baseline!r}: use one of {', '.join(REAL_CONFIGS)}")
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs {args.jobs}: give at least 1")
+    check_jobs(args.jobs)  # before the pre-training, not after it
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.root is not None:  # the real thing

@@ -101,10 +101,10 @@ def terms_markdown(terms: dict[tuple, list[dict[str, tuple[float, float]]]], see
 def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation: str, out: Path,
               log: Callable[[str], None] = print, jobs: int = 1) -> dict:
     """Run (or resume) the bench; ``jobs`` stages side by side. The table is rewritten after every seed."""
-    if jobs < 1:
-        raise ConfigError(f"--jobs {jobs}: give at least 1")
     from ..clip import load_clip
-    from ..demo import WORLD_ENV, accuracies, execute_stages, world_stages
+    from ..demo import WORLD_ENV, accuracies, check_jobs, execute_stages, world_stages
+
+    check_jobs(jobs)
     from .dataset import write_world_dataset
     from .pretrain import PretrainSettings, pretrained_clip
     from .zeroshot import split_zero_shot
