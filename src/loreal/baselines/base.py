@@ -74,6 +74,12 @@ def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor, sca
     return scale * torch.einsum("be,bce->bc", img, txt)
 
 
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy in fp32 whatever the logits' dtype: ``PREC fp16`` hands losses half-precision logits,
+    whose log-softmax over many classes loses the loss's precision (every loss here computes in fp32)."""
+    return F.cross_entropy(logits.float(), labels)
+
+
 class BaselineLearner(nn.Module, ABC):
     """Base class of the baseline prompt learners (CoOp, MaPLe, MMA, MMRL).
 
@@ -163,7 +169,7 @@ class BaselineLearner(nn.Module, ABC):
 
     def loss(self, logits: Logits, labels: torch.Tensor, images: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """The baseline's training loss and its named terms. Default: cross-entropy."""
-        ce = F.cross_entropy(logits.main, labels)
+        ce = cross_entropy(logits.main, labels)
         return ce, {"ce": ce.detach()}
 
     # ------------------------------------------------------------- checkpoints

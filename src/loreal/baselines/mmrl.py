@@ -23,7 +23,7 @@ from ..clip import PromptableCLIP, TokenEdit, TowerPlan, VisualOutput
 from ..clip.loading import PRECISIONS
 from ..clip.prompt import PromptTemplate, TokenizedPrompts
 from ..errors import ConfigError
-from .base import BaselineLearner, Logits, cosine_logits, register_baseline
+from .base import BaselineLearner, Logits, cosine_logits, cross_entropy, register_baseline
 from .templates import dassl_dataset_name, dataset_template
 
 logger = logging.getLogger(__name__)
@@ -197,12 +197,13 @@ class MMRLLearner(BaselineLearner):
         if missing:
             raise ConfigError(f"MMRL's loss needs the Logits MMRLLearner.logits returns; extras lack {sorted(missing)}")
         ex, alpha, w = logits.extras, self.config.alpha, self.config.reg_weight
-        ce = F.cross_entropy(ex["logits"], labels)
-        ce_rep = F.cross_entropy(ex["logits_rep"], labels)
+        ce = cross_entropy(ex["logits"], labels)
+        ce_rep = cross_entropy(ex["logits_rep"], labels)
         with torch.no_grad():
             zs_image = self.clip.encode_image(images).pooled
-        reg_image = 1 - F.cosine_similarity(ex["image_features"], zs_image, dim=-1).mean()
-        reg_text = 1 - F.cosine_similarity(ex["text_features"], self.zero_shot_text_features(), dim=-1).mean()
+        reg_image = 1 - F.cosine_similarity(ex["image_features"].float(), zs_image.float(), dim=-1).mean()
+        reg_text = 1 - F.cosine_similarity(ex["text_features"].float(), self.zero_shot_text_features().float(),
+                                           dim=-1).mean()
         total = alpha * ce + (1 - alpha) * ce_rep + w * reg_image + w * reg_text
         terms = {"ce": ce, "ce_rep": ce_rep, "reg_image": reg_image, "reg_text": reg_text}
         return total, {k: v.detach() for k, v in terms.items()}

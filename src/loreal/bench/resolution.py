@@ -13,6 +13,7 @@ import copy
 import torch
 from torch import nn
 
+from ..clip.loading import resolve_precision
 from .common import describe_device, peak_memory_mb, report, time_ms
 
 DEFAULT_SIZES = (224, 192, 144, 96)
@@ -26,15 +27,23 @@ def _stock_at(visual: nn.Module, pos_embed: torch.Tensor) -> nn.Module:
     return stock
 
 
+def bench_model(backbone: str, random_init: bool, device: torch.device, precision: str, seed: int = 0) -> nn.Module:
+    """The CLIP to measure: the real weights (or the architecture with random ones), in fp16 converted as OpenAI
+    does (LayerNorms stay fp32); fp16 falls back to fp32 on a CPU, as everywhere else."""
+    from ..clip.loading import build_clip_architecture, half_as_openai, load_clip
+
+    precision = resolve_precision(precision, device)
+    model = build_clip_architecture(backbone, seed) if random_init else load_clip(backbone, device, "fp32")
+    return (half_as_openai(model) if precision == "fp16" else model).to(device)
+
+
 def run(backbone: str = "ViT-B/16", random_init: bool = False, sizes=DEFAULT_SIZES, batch: int = 8,
         repeats: int = 3, device: str = "cpu", precision: str = "fp32", seed: int = 0) -> dict:
     """Measure every size; returns the JSON payload (rows plus the setting)."""
-    from ..clip import PromptableCLIP, build_clip_architecture, load_clip
+    from ..clip import PromptableCLIP
 
     dev = torch.device(device)
-    model = (build_clip_architecture(backbone, seed) if random_init else load_clip(backbone, dev, precision)).to(dev)
-    if precision == "fp16" and dev.type == "cuda":
-        model.half()
+    model = bench_model(backbone, random_init, dev, precision, seed)
     clip = PromptableCLIP(model)
     gen = torch.Generator().manual_seed(seed)
     rows = []

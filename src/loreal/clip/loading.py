@@ -130,6 +130,14 @@ def load_clip(
     return freeze(model.to(device))
 
 
+def half_as_openai(model: nn.Module) -> nn.Module:
+    """fp16 weights as OpenAI's ``build_model`` leaves them: convolutions, linear and attention projections
+    and the two embedding projections in half precision, LayerNorms (and embeddings) in fp32. A whole-model
+    ``.half()`` also halves the LayerNorm weights, which CLIP's LayerNorm then meets with fp32 input."""
+    stock_clip().model.convert_weights(model)
+    return model
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Eval mode and no gradients for every parameter: the backbone is never trained here."""
     model.eval()

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..baselines.base import BaselineLearner, Logits
+from ..baselines.base import BaselineLearner, Logits, cross_entropy
 from ..clip import PromptableCLIP, VisualOutput
 from ..errors import ConfigError
 from .chunked import ChunkedText
@@ -136,7 +135,7 @@ class LorealModel(nn.Module):
         beta = self.student(self.beta, lr, cond_beta)
         zero = beta.logits.main.new_zeros(())
         terms = {
-            "ce": F.cross_entropy(beta.logits.main, labels) if cfg.use_ce else zero,
+            "ce": cross_entropy(beta.logits.main, labels) if cfg.use_ce else zero,
             "hld": hld(alpha.logits.main, beta.logits.main, cfg.temp, not cfg.mutual_hld) if cfg.use_hld else zero,
             "lld": lld(alpha.content.mean(2), beta.content.mean(2), cfg.lld_temp) if cfg.use_lld else zero,
         }
