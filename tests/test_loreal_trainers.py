@@ -153,6 +153,16 @@ def test_stage3_accuracy_equals_an_evaluation_only_reload(env, pipelines, name):
     assert "Student beta from the checkpoint's record" in (env / f"reload_{name}/log.txt").read_text()
 
 
+def test_evaluation_without_a_model_dir_is_refused_and_never_marked_done(env):
+    """Without --model-dir the meta-nets (and β) would be random: an accuracy, a marker, and a "result" in the tables."""
+    beta = ("TRAINER.LOREAL.BETA_CHECKPOINT", str(stage_dirs(env, "CoOp")["beta"]))
+    proc = run_train(env, "--eval-only", *[a for a in loreal_args(env, "CoOp", "no_model_dir") if a not in beta])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "evaluation needs trained meta-nets: pass --model-dir" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (env / "no_model_dir/loreal_done.json").exists()
+    assert parse_log(env / "no_model_dir/log.txt") is None
+
+
 def test_another_dataset_is_evaluated_with_the_training_bank(env, pipelines):
     from loreal.attributes import load_bank
 

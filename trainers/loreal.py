@@ -203,6 +203,13 @@ class LorealTrainer(PromptTrainer):
         return summary
 
     # ------------------------------------------------------------ checkpoints
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        """Evaluation needs trained meta-nets: without a model dir it would score random ones (and mark the run done)."""
+        if not directory:
+            raise ConfigError(f"{self.cfg.TRAINER.NAME} evaluation needs trained meta-nets: pass --model-dir with the "
+                              f"LOREAL training run's output folder (stage 3; its {REGISTERED_NAME}/ holds the checkpoint)")
+        super().load_model(directory, epoch)
+
     def state_to_save(self, name: str) -> dict:
         return self.model.trainable_state_dict()
 
