@@ -91,9 +91,9 @@ def test_chunk_from_memory_budget(promptable, monkeypatch):
     chunks = []
     real = chunked.encode_prompts
     monkeypatch.setattr(chunked, "encode_prompts", lambda *a, **k: chunks.append(a[4]) or real(*a, **k))
-    with torch.no_grad():  # the detached teacher: no graph, encoded in the chunk the budget gave
+    with torch.no_grad():  # the detached teacher: no graph, so nothing held across chunks: one chunk's worth each
         model.text(promptable, model.alpha, model.alpha.build_prompts(model.template_of(model.alpha)), content)
-    assert chunks == [2]
+    assert chunks == [4]
     monkeypatch.undo()
     assert chunk_for_budget(per_class, 0, len(CLASSES), 2) == len(CLASSES)  # no budget: one pass
     use_chunk(model, 0, budget=1.5 * per_class / 2**30)
@@ -106,3 +106,40 @@ def test_bad_chunk_and_budget_name_the_fix():
         LorealConfig(class_chunk=-1)
     with pytest.raises(ConfigError, match="MEMORY_BUDGET must be a number of GiB"):
         LorealConfig(memory_budget=-2)
+
+
+def test_passes_without_a_graph_are_bounded_by_the_budget_too(promptable):
+    """Evaluation at the test batch size and α's detached teacher pass take the budget's chunk: their peak
+    memory stays flat in the number of classes, where an unbounded pass grows with it."""
+    from loreal.bench.common import peak_memory_mb
+
+    names = [f"{w} {i}" for i in range(16) for w in CLASSES]
+    g = torch.Generator().manual_seed(0)
+    test_images, std, lr = (torch.randn(b, 3, 64, 64, generator=g) for b in (12, 2, 2))
+    labels = torch.arange(2)
+    peaks = {}
+    for num in (24, 96):
+        model = two_students(promptable, "CoOp", "paper", classes=names[:num])
+        model.config = dataclasses.replace(model.config, mutual_hld=False)
+        prompts = model.beta.build_prompts(model.template_of(model.beta))
+        per_class = bytes_per_class(promptable, prompts, model.metanets(torch.randn(12, promptable.embed_dim)))
+        for budget in (0.0, 6 * per_class / 2**30):  # no bound; six classes' graph at the test batch
+            use_chunk(model, 0, budget)
+            model.eval()
+            with torch.no_grad():
+                model(test_images)  # warm-up: frozen prefixes cached, as from step to step
+                peaks["eval", num, budget > 0] = peak_memory_mb(lambda: model(test_images), torch.device("cpu"))
+            model.train()
+
+            def first_step():
+                model.metanets.zero_grad(set_to_none=True)
+                model.forward_train(std, lr, labels).loss.backward()
+
+            first_step()
+            use_chunk(model, 0, budget)  # a fresh ChunkedText: the first step measures and picks its chunks
+            peaks["step", num, budget > 0] = peak_memory_mb(first_step, torch.device("cpu"))
+    for what in ("eval", "step"):
+        bounded = peaks[what, 96, True] - peaks[what, 24, True]  # the (C, L, D) prompts and (B, C) outputs only
+        unbounded = peaks[what, 96, False] - peaks[what, 24, False]  # every (image, class) pair's activations
+        assert bounded < 0.1 * unbounded, peaks
+        assert peaks[what, 96, True] < 0.5 * peaks[what, 96, False], peaks

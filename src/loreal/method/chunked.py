@@ -14,12 +14,15 @@ on 2 CPU threads, 680 MiB for both, 1423 MiB for the single pass). Only the slot
 gradients: the students are frozen.
 
 The chunk is ``CLASS_CHUNK`` when set; otherwise the largest that keeps one chunk's graph under
-``MEMORY_BUDGET``, from the graph size of a few classes measured once per student and batch size.
+``MEMORY_BUDGET``, from the graph size of a few classes measured once per batch size. One rule for
+every text pass, with a graph or without (evaluation at the test batch size, the detached teacher):
+a pass without a graph holds one layer's activations of its chunk at a time, less than the chunk's
+graph, so the same chunk bounds it too.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
@@ -27,27 +30,12 @@ from ..baselines.base import BaselineLearner, PromptBatch
 from ..clip import PromptableCLIP
 from ..errors import ConfigError
 from .config import LorealConfig
-from .text import encode_prompts
+from .text import class_chunks, class_slice, encode_prompts
 
 logger = logging.getLogger(__name__)
 
 PROBE_CLASSES = 4  # classes encoded once to measure the graph size per class
 GIB = 2**30
-
-
-def class_slice(prompts: PromptBatch, classes: slice | torch.Tensor) -> PromptBatch:
-    """The prompts of some classes (a range or indices; the plan's edits are shared by all classes)."""
-    tokens = prompts.tokens
-    sub = type(tokens)(tokens.token_ids[classes], tokens.eot_index[classes],
-                       {k: v[classes] for k, v in tokens.slot_starts.items()}, tokens.slot_lengths)
-    return PromptBatch(prompts.embeddings[classes], sub, prompts.plan, prompts.template)
-
-
-def class_chunks(prompts: PromptBatch, chunk: int) -> Iterator[tuple[slice, PromptBatch]]:
-    num_cls = prompts.embeddings.shape[0]
-    for start in range(0, num_cls, chunk):
-        classes = slice(start, min(start + chunk, num_cls))
-        yield classes, class_slice(prompts, classes)
 
 
 class _ChunkedFeatures(torch.autograd.Function):
@@ -123,12 +111,27 @@ def graph_bytes(fn: Callable[[], object]) -> int:
 
 
 def bytes_per_class(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, fast: bool = True) -> float:
-    """Training-graph bytes of one class at this batch size, measured on the classes with the longest
-    prompts (a chunk's sequence length is its longest prompt's), so an upper bound for any chunk."""
+    """Training-graph bytes of one class at ``content``'s batch size B, an upper bound for any chunk.
+
+    Measured on the classes with the longest prompts (a chunk's sequence length is its longest
+    prompt's) at batch 1 and 2 and extended linearly to B: a class costs a part shared by the batch
+    (its prefix) plus a part per image. Probing at B itself would cost what it guards against at an
+    evaluation batch of 100 or more.
+    """
     longest = torch.argsort(prompts.tokens.eot_index, descending=True)[:PROBE_CLASSES].sort().values
     probe = class_slice(prompts, longest)
-    with torch.enable_grad():
-        return graph_bytes(lambda: encode_prompts(clip, probe, content, fast)) / len(longest)
+    batch = content.shape[0]
+
+    def at(images: int) -> float:
+        leaf = content[:images].detach().requires_grad_()  # a graph even where the caller has none
+        with torch.enable_grad():
+            return graph_bytes(lambda: encode_prompts(clip, probe, leaf, fast)) / len(longest)
+
+    one = at(1)
+    if batch == 1:
+        return one
+    per_image = max(at(2) - one, 0.0)
+    return max(one - per_image, 0.0) + per_image * batch
 
 
 def chunk_for_budget(per_class: float, budget_gib: float, num_classes: int, batch: int, students: int = 1) -> int:
@@ -141,54 +144,57 @@ def chunk_for_budget(per_class: float, budget_gib: float, num_classes: int, batc
     if chunk < 1:
         raise ConfigError(f"TRAINER.LOREAL.MEMORY_BUDGET of {budget_gib:g} GiB cannot hold the text graph of one "
                           f"class at batch size {batch} in {students} student(s) ({need / 2**20:.0f} MiB): raise "
-                          f"MEMORY_BUDGET to at least {need / GIB:.2f}, or lower DATALOADER.TRAIN_X.BATCH_SIZE")
+                          f"MEMORY_BUDGET to at least {need / GIB:.2f}, or lower the batch size (DATALOADER.TRAIN_X.BATCH_SIZE "
+                          f"in training, DATALOADER.TEST.BATCH_SIZE in evaluation)")
     return min(chunk, num_classes)
 
 
 class ChunkedText:
-    """Conditioned text features for a student, chunked in training as ``config`` asks.
+    """Conditioned text features for a student, ``CLASS_CHUNK`` classes or the budget's chunk at a time.
 
-    Without a graph (inference, a detached teacher) nothing is kept and there is nothing to
-    recompute: the classes are encoded ``CLASS_CHUNK`` (or the chunk the budget gave the same batch
-    and classes in training) at a time, which bounds the working memory.
+    With a graph (training), each chunk's graph is recomputed in the backward pass (:func:`encode_chunked`).
+    Without one (evaluation, a detached teacher) nothing is kept and nothing recomputed: the chunks
+    are encoded one after the other, which bounds the working memory by the same rule.
     """
 
     def __init__(self, config: LorealConfig) -> None:
         self.config = config
-        self.chosen: dict[tuple, int] = {}  # (batch size, classes, dtype) -> chunk picked from the budget
+        self.chosen: dict[tuple, int] = {}  # (batch size, classes, dtype, chunks held) -> chunk from the budget
+        self.per_class: dict[tuple, float] = {}  # (batch size, classes, dtype) -> graph bytes per class
 
     def __call__(self, clip: PromptableCLIP, learner: BaselineLearner, prompts: PromptBatch,
                  content: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        if not (torch.is_grad_enabled() and content.requires_grad):  # e.g. α as a detached teacher
-            chunk = cfg.class_chunk or self.chosen.get(self._key(prompts, content), 0)
-            return encode_prompts(clip, prompts, content, cfg.fast_text, chunk, owner=learner)
+        graph = torch.is_grad_enabled() and content.requires_grad
+        if not graph:  # evaluation, or α as a detached teacher
+            return encode_prompts(clip, prompts, content, cfg.fast_text,
+                                  self.chunk(clip, learner, prompts, content, graph=False), owner=learner)
         if any(p.requires_grad for p in learner.parameters()):
             raise ConfigError(f"chunked LOREAL training trains the slot content only, but {learner.name} has "
                               f"trainable parameters: freeze the students (LorealModel does)")
         return encode_chunked(clip, prompts, content, self.chunk(clip, learner, prompts, content), cfg.fast_text,
                               owner=learner)
 
-    @staticmethod
-    def _key(prompts: PromptBatch, content: torch.Tensor) -> tuple:
-        # α and β are one baseline: a class costs the same in either student
-        return content.shape[0], prompts.embeddings.shape[0], content.dtype
-
     def chunk(self, clip: PromptableCLIP, learner: BaselineLearner, prompts: PromptBatch,
-              content: torch.Tensor) -> int:
-        """``CLASS_CHUNK`` if set, else the largest chunk under ``MEMORY_BUDGET`` (measured once per key)."""
+              content: torch.Tensor, graph: bool = True) -> int:
+        """``CLASS_CHUNK`` if set, else the largest chunk under ``MEMORY_BUDGET`` for this batch size and
+        pass (the graph per class measured once per batch size, classes and dtype; 0 = all classes)."""
         cfg = self.config
         num_cls = prompts.embeddings.shape[0]
         if cfg.class_chunk > 0 or cfg.memory_budget <= 0:
             return cfg.class_chunk
-        key = self._key(prompts, content)
+        # Each student trained with a graph keeps its last chunk's until the backward pass: with MUTUAL_HLD
+        # both do at once, so the budget holds two chunks. A pass without a graph holds nothing afterwards.
+        held = 2 if graph and cfg.mutual_hld else 1
+        # α and β are one baseline: a class costs the same in either student
+        key = (content.shape[0], num_cls, content.dtype, held)
         if key not in self.chosen:
-            per_class = bytes_per_class(clip, prompts, content, cfg.fast_text)
-            # Each student trained with a graph keeps its last chunk's until the backward pass: with
-            # MUTUAL_HLD both do at once, so the budget holds two chunks.
-            held = 2 if cfg.mutual_hld else 1
+            per_class = self.per_class.get(key[:3])
+            if per_class is None:
+                per_class = self.per_class[key[:3]] = bytes_per_class(clip, prompts, content, cfg.fast_text)
             self.chosen[key] = chunk_for_budget(per_class, cfg.memory_budget, num_cls, content.shape[0], held)
             logger.info("%s, batch %d: %.1f MiB of text graph per class; %d of %d classes per chunk "
-                        "(MEMORY_BUDGET %g GiB, %d student(s) with a graph)", learner.name, content.shape[0],
-                        per_class / 2**20, self.chosen[key], num_cls, cfg.memory_budget, held)
+                        "(MEMORY_BUDGET %g GiB, %s)", learner.name, content.shape[0], per_class / 2**20,
+                        self.chosen[key], num_cls, cfg.memory_budget,
+                        f"{held} student(s) with a graph" if graph else "no graph")
         return self.chosen[key]

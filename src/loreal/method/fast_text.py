@@ -61,15 +61,14 @@ def choose_split(prompts: PromptBatch, num_attributes: int, cut: int) -> _Split 
     return _Split(by_class, length) if length >= 1 else None
 
 
-def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, class_chunk: int = 0,
-           owner: nn.Module | None = None, class_offset: int = 0) -> torch.Tensor:
+def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, owner: nn.Module | None = None,
+           class_offset: int = 0) -> torch.Tensor:
     """``(B, C, E)`` text features of image-conditioned prompts, via shared prefixes.
 
     Args:
         clip: the prompt-able CLIP.
         prompts: a baseline's prompts for all classes (attribute slots still placeholders).
         content: ``(B, K, M, D)`` meta-net output for each image.
-        class_chunk: classes per chunk (bounds memory); 0 = all at once.
         owner: the learner that built ``prompts``. With it, a frozen per-class prefix is computed
             once and reused while nothing that shapes it changes (:mod:`.prefix_cache`).
         class_offset: ``prompts`` are the owner's classes from this index on (a chunk of them).
@@ -79,10 +78,7 @@ def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, cl
     split = choose_split(prompts, content.shape[1], cut)
     if split is None:
         return encode_plain(clip, prompts, content)
-    chunk = class_chunk if class_chunk > 0 else num_cls
-    parts = [_encode_chunk(clip, prompts, content, split, cut, slice(s, min(s + chunk, num_cls)), owner, class_offset)
-             for s in range(0, num_cls, chunk)]
-    return torch.cat(parts, dim=1)
+    return _encode_chunk(clip, prompts, content, split, cut, slice(0, num_cls), owner, class_offset)
 
 
 def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, classes: slice,

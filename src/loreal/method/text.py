@@ -1,9 +1,11 @@
 """Text features of image-conditioned prompts: one prompt per (image, class) pair."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 
-from ..baselines.base import BaselineLearner
+from ..baselines.base import BaselineLearner, PromptBatch
 from ..clip import PromptableCLIP
 from ..clip.prompt import PromptTemplate, fill_slot
 from .prompt import attribute_slot
@@ -25,6 +27,22 @@ def fill_attribute_slots(embeddings: torch.Tensor, tokens, content: torch.Tensor
     for k in range(content.shape[1]):
         out = fill_slot(out, tokens.slot_starts[attribute_slot(k)], content[:, k])
     return out
+
+
+def class_slice(prompts: PromptBatch, classes: slice | torch.Tensor) -> PromptBatch:
+    """The prompts of some classes (a range or indices; the plan's edits are shared by all classes)."""
+    tokens = prompts.tokens
+    sub = type(tokens)(tokens.token_ids[classes], tokens.eot_index[classes],
+                       {k: v[classes] for k, v in tokens.slot_starts.items()}, tokens.slot_lengths)
+    return PromptBatch(prompts.embeddings[classes], sub, prompts.plan, prompts.template)
+
+
+def class_chunks(prompts: PromptBatch, chunk: int) -> Iterator[tuple[slice, PromptBatch]]:
+    """``(classes, prompts of those classes)`` for consecutive chunks of ``chunk`` classes."""
+    num_cls = prompts.embeddings.shape[0]
+    for start in range(0, num_cls, chunk):
+        classes = slice(start, min(start + chunk, num_cls))
+        yield classes, class_slice(prompts, classes)
 
 
 def encode_plain(clip: PromptableCLIP, prompts, content: torch.Tensor, cut_at_eot: bool = True) -> torch.Tensor:
@@ -50,10 +68,14 @@ def encode_prompts(clip: PromptableCLIP, prompts, content: torch.Tensor, fast: b
     shared-prefix path (same numbers, less work; see :mod:`.fast_text`), which itself falls back
     to the plain path where no exact split exists. ``owner``, the learner that built ``prompts``,
     lets that path reuse frozen prefixes; ``class_offset`` says where ``prompts`` start among the
-    owner's classes when they are a chunk of them.
+    owner's classes when they are a chunk of them. ``class_chunk`` classes are encoded at a time on
+    either path (0 = all at once), which bounds the working memory of a pass without a graph.
     """
+    if 0 < class_chunk < prompts.embeddings.shape[0]:
+        return torch.cat([encode_prompts(clip, part, content, fast, 0, owner, class_offset + classes.start)
+                          for classes, part in class_chunks(prompts, class_chunk)], dim=1)
     if fast:
         from . import fast_text
 
-        return fast_text.encode(clip, prompts, content, class_chunk, owner=owner, class_offset=class_offset)
+        return fast_text.encode(clip, prompts, content, owner=owner, class_offset=class_offset)
     return encode_plain(clip, prompts, content)
