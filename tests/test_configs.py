@@ -63,4 +63,6 @@ def test_imagenet_configs_fit_one_80gb_gpu(baseline):
     assert batch == base.DATALOADER.TRAIN_X.BATCH_SIZE  # the baseline's ImageNet batch
     chunk = int(config.memory_budget * 1024 // (batch * PROMPT_MIB))
     assert config.class_chunk == 0 and chunk >= 1  # the chunk comes from the budget and holds a class
+    # Evaluation takes its chunk by the same rule at the test batch size (each test batch encodes B × 1000 prompts)
+    assert int(config.memory_budget * 1024 // (cfg.DATALOADER.TEST.BATCH_SIZE * PROMPT_MIB)) >= 1
     assert config.memory_budget + 8 <= 80  # graph budget plus CLIP, features and working memory
