@@ -72,6 +72,42 @@ def test_frozen_prefix_is_reused_and_follows_changed_prompts(promptable):
     assert relative_error(changed, plain) <= 1e-5 and not torch.allclose(changed, first)
 
 
+def test_only_frozen_learners_are_served_and_a_load_invalidates(promptable):
+    """Changes no version counter sees (``.data``, as an EMA or a collective writes) never serve a stale prefix:
+    a trained learner is never cached, and a frozen one is invalidated by every load and by weights_changed()."""
+    from loreal.method import prefix_cache
+
+    learner = randomised_learner(promptable, "CoOp", seed=4)
+    model = LorealModel(promptable, learner, randomised_learner(promptable, "CoOp", seed=5), ATTRS, LorealConfig(k=3))
+    template = model.template_of(learner)
+    content = model.metanets(torch.randn(2, promptable.embed_dim)).detach()
+
+    def fresh():
+        return encode_conditioned_text(promptable, learner, template, content, fast=False)
+
+    def served():
+        with torch.no_grad():
+            return encode_conditioned_text(promptable, learner, template, content, fast=True)
+
+    prefix_cache.clear()
+    learner.requires_grad_(True)  # a trained learner, evaluated without a graph
+    served()
+    assert prefix_cache.entries(learner) == 0
+    learner.requires_grad_(False)
+    first = served()
+    assert prefix_cache.entries(learner) == 1
+    weights = {k: v.clone() for k, v in learner.trainable_state_dict().items()}
+    learner.ctx.data.copy_(learner.ctx.data + 0.5)  # silent: no version bump
+    learner.weights_changed()
+    assert relative_error(served(), fresh()) <= 1e-5
+    learner.ctx.data.copy_(weights["ctx"])
+    learner.load_state_dict(weights)  # a load, whatever it changed
+    assert relative_error(served(), fresh()) <= 1e-5 and torch.allclose(served(), first)
+    learner.ctx.data.add_(0.5)
+    learner.load_trainable_state_dict(weights)
+    assert relative_error(served(), fresh()) <= 1e-5
+
+
 def test_a_released_learner_releases_its_prefixes(promptable):
     import gc
 

@@ -107,6 +107,8 @@ class BaselineLearner(nn.Module, ABC):
         self.classnames = list(classnames)
         self.dataset = dataset
         self._token_cache: dict = {}
+        self.weights_generation = 0
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.weights_changed())
 
     @property
     def clip(self) -> PromptableCLIP:
@@ -203,6 +205,13 @@ class BaselineLearner(nn.Module, ABC):
         with torch.no_grad():
             for k, p in expected.items():
                 p.copy_(state[k].to(dtype=p.dtype, device=p.device))
+        self.weights_changed()
+
+    def weights_changed(self) -> None:
+        """Say that this learner's weights changed in place: whatever was computed from them (the frozen
+        prompt prefixes LOREAL caches) is stale. Loading calls it; so must any other in-place update of a
+        frozen learner (an EMA through ``.data``, a collective), which version counters do not see."""
+        self.weights_generation += 1
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -132,11 +132,10 @@ def _prefix_state(clip, prefix: torch.Tensor, plan, owner: nn.Module | None, key
 
     Only a per-class prefix (paper order) is cached: a per-image prefix holds that batch's slot content.
     """
-    if owner is None:
-        return _prefix_pass(clip, prefix, plan)
-    if torch.is_grad_enabled() and (prefix.requires_grad or any(e.tokens.requires_grad for e in plan.edits)
-                                    or any(p.requires_grad for p in owner.parameters())):
-        return _prefix_pass(clip, prefix, plan)  # a trained learner's prefix (its side branches too) needs a graph
+    if owner is None or not prefix_cache.servable(owner):
+        return _prefix_pass(clip, prefix, plan)  # a trained learner's prefix changes from step to step
+    if torch.is_grad_enabled() and (prefix.requires_grad or any(e.tokens.requires_grad for e in plan.edits)):
+        return _prefix_pass(clip, prefix, plan)  # it needs a graph
     model = clip.clip
     text_tensors = [model.token_embedding.weight, model.positional_embedding, *model.transformer.parameters()]
     full_key = prefix_cache.prefix_key(owner, text_tensors, prefix.dtype, prefix.device, key)

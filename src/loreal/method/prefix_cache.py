@@ -1,7 +1,16 @@
 """Reuse of frozen prompt prefixes across training steps, without ever serving the wrong one.
 
 In the paper's prompt order the shared prefix of a class's prompts holds only the baseline's own
-(frozen) prompt, so its keys and values are the same at every step. They are cached per learner:
+(frozen) prompt, so its keys and values are the same at every step. They are cached per learner,
+and only for what cannot change silently:
+
+* only frozen learners are served (no parameter requires a gradient, whatever the grad mode): a
+  trained learner's weights change at every step, by optimisers whose in-place updates (fused or
+  foreach kernels, collectives) need not bump a version counter;
+* an entry is invalidated whenever its learner's weights are loaded (the learner's
+  ``weights_generation``, see :meth:`~loreal.baselines.BaselineLearner.weights_changed`); code that
+  changes a frozen learner in place otherwise (an EMA through ``.data``) must call ``weights_changed()``
+  or :func:`clear`;
 
 * the cache of a learner lives in a :class:`weakref.WeakKeyDictionary` keyed by the learner, so
   two students never share entries and a released learner releases its entries;
@@ -47,11 +56,19 @@ def autocast_state(device: torch.device) -> tuple:
     return (kind, True, torch.get_autocast_dtype(kind))
 
 
+def servable(owner: nn.Module) -> bool:
+    """Whether ``owner``'s prefixes may be cached: a frozen learner (see the module docstring)."""
+    return not any(p.requires_grad for p in owner.parameters())
+
+
 def prefix_key(owner: nn.Module, text_tensors: Iterable[torch.Tensor], dtype: torch.dtype, device: torch.device,
                extra: Hashable) -> tuple:
     """The key of a prefix computation (see the module docstring)."""
-    return (extra, str(device), dtype, autocast_state(device), tensor_versions(module_tensors(owner)),
-            tensor_versions(text_tensors))
+    return (extra, str(device), dtype, autocast_state(device), _weights_state(owner), tensor_versions(text_tensors))
+
+
+def _weights_state(owner: nn.Module) -> tuple:
+    return getattr(owner, "weights_generation", 0), tensor_versions(module_tensors(owner))
 
 
 def lookup(owner: nn.Module, key: tuple, compute: Callable[[], Any], nbytes: Callable[[Any], int]) -> Any:
@@ -80,7 +97,7 @@ def lookup(owner: nn.Module, key: tuple, compute: Callable[[], Any], nbytes: Cal
 def _stale(owner: nn.Module, key: tuple) -> bool:
     """Whether the owner's parameters and buffers changed since ``key`` was made (see :func:`prefix_key`;
     the text tower is frozen wherever prefixes are cached, so the owner's own tensors decide)."""
-    return key[4] != tensor_versions(module_tensors(owner))
+    return key[4] != _weights_state(owner)
 
 
 def _make_room(size: int, nbytes: Callable[[Any], int]) -> bool:
