@@ -26,6 +26,15 @@ def test_torchrun_environment():
         distributed.launch_from_env({**FULL_ENV, "RANK": "2"})
 
 
+def test_several_processes_refuse_an_unseeded_run(monkeypatch):
+    distributed.check_seed(-1)  # one process: unseeded is allowed
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    distributed.check_seed(0)
+    with pytest.raises(ConfigError, match="each process would draw its own few-shot split; pass --seed N"):
+        distributed.check_seed(-1)
+
+
 def test_batch_share_per_process():
     assert distributed.local_batch_size(8, 2) == 4
     with pytest.raises(ConfigError, match="a batch of 2: every process needs at least one sample.*at least 4"):

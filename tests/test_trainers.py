@@ -418,6 +418,28 @@ def random_like(tensor, seed, dtype=torch.float16):
     return torch.randn(tensor.shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
+def test_amp_evaluates_under_autocast_and_resumes_its_loss_scale(env, tmp_path, monkeypatch):
+    """PREC amp (MMA's shipped precision; bf16 autocast stands in on the CPU): evaluation runs under the autocast
+    (not in fp32, twice the memory) and returns fp32 scores; the GradScaler's scale survives a resume."""
+    monkeypatch.setenv("LOREAL_CPU_AUTOCAST", "bf16")
+    trainer = eval_trainer(env, "MMA", tmp_path)
+    assert trainer.precision == "amp"
+    seen = []
+    trainer.clip.clip.visual.conv1.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    trainer.set_model_mode("eval")
+    with torch.no_grad():
+        scores = trainer.model_inference(next(iter(trainer.test_loader))["img"])
+    assert seen == [torch.bfloat16] and scores.dtype == torch.float32
+    trainer.scaler = torch.amp.GradScaler("cpu")  # what CUDA amp trains with, after its scale fell to 512
+    trainer.scaler.scale(torch.ones(()))
+    trainer.scaler.update(512.0)
+    trainer.save_model(0, str(tmp_path / "amp"))
+    resumed = eval_trainer(env, "MMA", tmp_path)
+    resumed.scaler = torch.amp.GradScaler("cpu")
+    assert resumed.resume_model_if_exist(str(tmp_path / "amp")) == 1
+    assert resumed.scaler.get_scale() == 512.0
+
+
 def test_upstream_coop_file_with_buffers_and_pickled_scheduler_loads(env, tmp_path):
     trainer = eval_trainer(env, "CoOp", tmp_path)
     ctx = random_like(trainer.learner.ctx, 1)  # upstream fp16 weights

@@ -256,8 +256,10 @@ class PromptTrainer(TrainerX):
         return cfg.DATASET.SUBSAMPLE_CLASSES != "base"
 
     def model_inference(self, images: torch.Tensor) -> torch.Tensor:
-        logits: Logits = self.model(images)
-        return logits.for_eval(self.scores_unseen_classes)
+        """Scores of a test batch, under the training's autocast with amp (half the activation memory of fp32)."""
+        with self.autocast():
+            logits: Logits = self.model(images)
+        return logits.for_eval(self.scores_unseen_classes).float()
 
     # ------------------------------------------------------------- checkpoints
     def state_to_save(self, name: str) -> dict:
@@ -306,6 +308,7 @@ class PromptTrainer(TrainerX):
             state = {"state_dict": self.state_to_save(name), "epoch": epoch + 1,
                      "optimizer": optim.state_dict() if optim is not None else None,
                      "scheduler": sched.state_dict() if sched is not None else None,  # no pickled successor
+                     "scaler": self.scaler.state_dict() if self.scaler is not None else None,  # amp's loss scale
                      "val_result": val_result, "meta": meta}
             save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
 
@@ -342,6 +345,8 @@ class PromptTrainer(TrainerX):
                 self._optims[name].load_state_dict(ckpt["optimizer"])
             if self._scheds[name] is not None and ckpt.get("scheduler"):
                 self._scheds[name].load_state_dict(ckpt["scheduler"])
+            if self.scaler is not None and ckpt.get("scaler"):  # else amp would restart at scale 65536
+                self.scaler.load_state_dict(ckpt["scaler"])
             start_epoch = ckpt["epoch"]
         print(f"Previous epoch: {start_epoch}")
         return start_epoch

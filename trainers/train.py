@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None):
     launch = distributed.launch_from_env()
     if launch is not None and not distributed.is_distributed():
         distributed.init(launch, cfg.USE_CUDA)
+    distributed.check_seed(cfg.SEED)
     if distributed.is_main_process():
         setup_logger(cfg.OUTPUT_DIR)  # before the seed line (upstream prints it to the console only)
     else:

@@ -102,6 +102,13 @@ def main_process_first() -> Iterator[None]:
         dist.barrier()
 
 
+def check_seed(seed: int) -> None:
+    """Several processes need one seed: unseeded, each would draw its own few-shot split and initialisation."""
+    if is_distributed() and seed < 0:
+        raise ConfigError(f"{world_size()} processes but no seed (SEED {seed}): each process would draw its own "
+                          f"few-shot split; pass --seed N (N >= 0)")
+
+
 def local_batch_size(global_batch: int, world: int) -> int:
     """Each rank's share of a global batch; the ranks' shares must be equal for the mean to be the global one."""
     if world > global_batch:
