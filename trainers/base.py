@@ -74,6 +74,13 @@ def grad_scaler() -> Any:
     return torch.cuda.amp.GradScaler()
 
 
+def host_values(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """Scalars to log, copied to the host in one transfer (one synchronisation per step, not one per value)."""
+    names = list(values)
+    flat = torch.stack([torch.as_tensor(values[n]).detach().float().reshape(()) for n in names]).tolist()
+    return dict(zip(names, flat))
+
+
 class PromptTrainer(TrainerX):
     """Dassl trainer for one baseline learner on a frozen, prompt-able CLIP.
 
@@ -234,7 +241,7 @@ class PromptTrainer(TrainerX):
 
     def loss_summary(self, loss: torch.Tensor, output: torch.Tensor, labels: torch.Tensor, terms: dict) -> dict:
         """What a training step logs. Default: loss and train accuracy, as upstream."""
-        return {"loss": loss.item(), "acc": compute_accuracy(output, labels)[0].item()}
+        return host_values({"loss": loss, "acc": compute_accuracy(output, labels)[0]})
 
     def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -308,8 +315,9 @@ class PromptTrainer(TrainerX):
             state = {"state_dict": self.state_to_save(name), "epoch": epoch + 1,
                      "optimizer": optim.state_dict() if optim is not None else None,
                      "scheduler": sched.state_dict() if sched is not None else None,  # no pickled successor
-                     "scaler": self.scaler.state_dict() if self.scaler is not None else None,  # amp's loss scale
                      "val_result": val_result, "meta": meta}
+            if self.scaler is not None:  # CUDA amp's loss scale (Dassl's layout otherwise)
+                state["scaler"] = self.scaler.state_dict()
             save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
 
     def load_checkpoint_file(self, name: str, path: str, module: nn.Module | None = None) -> dict:

@@ -28,7 +28,7 @@ from loreal.errors import CheckpointError, ConfigError
 from loreal.method import LorealConfig, LorealModel
 from loreal.method.cache import build_cache, load_or_build, tensor_digest
 
-from .base import PromptTrainer
+from .base import PromptTrainer, host_values
 from .config import register_config
 
 register_config(LorealConfig)
@@ -198,9 +198,7 @@ class LorealTrainer(PromptTrainer):
         return out.loss, out.beta.logits.main, {**out.terms, "acc_alpha": acc_alpha}
 
     def loss_summary(self, loss, output, labels, terms) -> dict:
-        summary = super().loss_summary(loss, output, labels, terms)
-        summary.update({name: float(value) for name, value in terms.items()})
-        return summary
+        return host_values({"loss": loss, "acc": compute_accuracy(output, labels)[0], **terms})
 
     # ------------------------------------------------------------ checkpoints
     def load_model(self, directory: str, epoch: int | None = None) -> None:

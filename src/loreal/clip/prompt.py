@@ -148,8 +148,8 @@ def fill_slot(embeddings: torch.Tensor, starts: torch.Tensor, content: torch.Ten
     if content.dim() == len(lead) + 2 and lead:  # (*lead, n, D): one span per leading index, all classes
         content = content.unsqueeze(-3)
     content = content.to(embeddings.dtype).expand(*lead, num_cls, n, dim)
+    if starts.device.type == "cpu" and int(starts.max()) + n > length:  # on a GPU this check would wait for it
+        raise ValueError(f"slot ends at token {int(starts.max()) + n - 1}, beyond the prompt length {length}")
     positions = starts.to(embeddings.device)[:, None] + torch.arange(n, device=embeddings.device)  # (C, n)
-    if int(positions.max()) >= length:
-        raise ValueError(f"slot ends at token {int(positions.max())}, beyond the prompt length {length}")
     index = positions.expand(*lead, num_cls, n)[..., None].expand(*lead, num_cls, n, dim)
     return embeddings.scatter(-2, index, content)
