@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from io import StringIO
 from pathlib import Path
 
@@ -123,7 +122,8 @@ FAKE = textwrap.dedent("""\
     log, mine = os.path.join(out, "log.txt"), "run %d\\n" % os.getpid()
     with open(log, "w") as f:
         f.write(mine)
-    time.sleep(float(os.environ.get("FAKE_SLEEP", "0.2") if "/lr" in out else os.environ.get("FAKE_ALPHA_SLEEP", "1.5")))
+    sleep = os.environ.get("FAKE_SLEEP", "0.2") if "/lr" in out else os.environ.get("FAKE_ALPHA_SLEEP", "1.5")
+    time.sleep(float(sleep))
     if not os.path.exists(log) or open(log).read() != mine:
         print("my log.txt was moved or overwritten by another run")
         sys.exit(4)

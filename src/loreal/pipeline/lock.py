@@ -5,8 +5,11 @@ start time, command, SLURM job). The kernel drops a flock when its holder dies, 
 whose flock is free is a stale lock (a killed run's) and is taken over. Across hosts flock is shared only by
 some network filesystems (NFSv4, Lustre mounted with ``flock``): a record left by another host whose flock
 looks free may still be a live run, so it is refused with the way out, unless its SLURM job is known to have
-ended. A driver that submits jobs records their ids in ``<output_dir>/loreal_job.json``, so that a re-run
-does not submit a folder again while its job is queued or running.
+ended. NFS clients emulate flock with POSIX locks, which a process drops when it closes any descriptor of
+the file: the holder reads and writes its record through its own descriptor only, and a driver never looks
+(``holder``) at a folder it holds itself. A driver that submits jobs records their ids in
+``<output_dir>/loreal_job.json``, so that a re-run does not submit a folder again while its job is queued or
+running.
 
 A runner (``loreal.pipeline.run_stage``) holds the lock itself, from before it sets an interrupted attempt's
 log aside until its ``train.py`` exits, and passes it down (``LOREAL_RUN_LOCK_FD``): that ``train.py``
@@ -57,6 +60,19 @@ def _pid_alive(pid: int) -> bool:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _read_fd(fd: int) -> dict:
+    """A lock record read through the descriptor that holds it (see the NFS note above)."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 65536, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    try:
+        data = json.loads(b"".join(chunks) or b"{}")
+    except ValueError:  # caught half-written
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _read_json(path: str) -> dict:
@@ -181,7 +197,7 @@ def holder(output_dir: str, jobs: JobQueue | None = None) -> Holder | None:
                 free = False
             except OSError:  # a filesystem without flock: the record alone
                 free = None
-            record = _read_json(path)
+            record = _read_fd(fd)
         finally:
             os.close(fd)
         live = True if free is False else _lock_alive(record, free, jobs)
@@ -239,7 +255,7 @@ class RunLock:
             if not same:  # its holder released (removed) it between our open and flock: take the new file
                 os.close(fd)
                 continue
-            old = _read_json(path)
+            old = _read_fd(fd)
             live = _lock_alive(old, flock or None, jobs)
             if live is not False:
                 os.close(fd)
@@ -266,7 +282,7 @@ class RunLock:
             return None
         if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
             return None
-        return cls(output_dir, int(fd), _read_json(os.path.join(output_dir, LOCK_FILE)), inherited=True)
+        return cls(output_dir, int(fd), _read_fd(int(fd)), inherited=True)
 
     def update(self, **fields) -> None:
         """Rewrite the owner record (e.g. with the pid of the ``train.py`` this runner started)."""
