@@ -116,7 +116,13 @@ def test_run_state_and_atomic_marker(tmp_path):
     out = tmp_path / "run"
     assert run_state(str(out)) == "absent"
     out.mkdir()
+    (out / "loreal_run.lock").write_text("{}")  # a lock or a job record alone: nothing ran there yet
+    (out / "loreal_job.json").write_text("{}")
+    assert run_state(str(out)) == "absent"
+    (out / "log.txt").write_text("epoch 1")
     assert run_state(str(out)) == "interrupted"
+    for name in ("loreal_run.lock", "loreal_job.json", "log.txt"):
+        os.remove(out / name)
     path = mark_done(str(out), {"trainer": "LOREAL_CoOp"})
     assert run_state(str(out)) == "done" and os.path.basename(path) == MARKER
     record = json.loads((out / MARKER).read_text())

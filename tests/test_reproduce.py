@@ -188,6 +188,9 @@ def test_slurm_path_submits_the_local_commands_through_submitit(tmp_path, fake_p
     assert sorted(backend.submitted) == sorted(s.command(fake_python) for s in stages)
     # the same commands the local executor runs and --dry-run prints (order may differ: readiness decides)
     assert all(os.path.isfile(os.path.join(s.output_dir, MARKER)) for s in stages)
+    # each job's id recorded beside its outputs, for a later driver to ask whether it still runs
+    recorded = [json.load(open(os.path.join(s.output_dir, "loreal_job.json"))) for s in stages]
+    assert all(r["cluster"] == "debug" and r["job_id"].startswith("DEBUG_") for r in recorded)
 
 
 def test_cli_runs_the_grid_writes_the_manifest_and_refuses_another_grid(tmp_path, fake_python, capsys):

@@ -34,6 +34,7 @@ import loreal.datasets  # noqa: F401  (registers the datasets)
 import loreal.trainers  # noqa: F401  (registers the trainers)
 from loreal import distributed
 from loreal.errors import LorealError
+from loreal.pipeline.lock import lock_run_folder, releases_run_folder
 from loreal.pipeline.stage import mark_done
 from loreal.trainers.config import setup_cfg
 
@@ -106,10 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@releases_run_folder
 def main(argv: list[str] | None = None):
     """Run ``train.py`` with these arguments; returns the trainer (for notebooks and tests)."""
     args = build_parser().parse_args(argv)
     cfg = setup_cfg(args)
+    lock_run_folder(cfg.OUTPUT_DIR)  # one run per output folder: refused, touching nothing, while another holds it
     launch = distributed.launch_from_env()
     if launch is not None and not distributed.is_distributed():
         distributed.init(launch, cfg.USE_CUDA)

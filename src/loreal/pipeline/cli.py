@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     failed = [r for r in results if not r.ok]
     for r in failed:
-        print(f"loreal pipeline: stage {r.stage.name} {r.status} ({r.stage.output_dir}); its log: {r.log_path}",
-              file=sys.stderr)
+        why = r.tail if r.status == "held" else f"its log: {r.log_path}"
+        print(f"loreal pipeline: stage {r.stage.name} {r.status} ({r.stage.output_dir}); {why}", file=sys.stderr)
     left = len(stages) - len(results)
     if failed:
         print(f"loreal pipeline: {left} later stage(s) not run; fix the cause and run the same command again "

@@ -14,15 +14,23 @@ import time
 from dataclasses import dataclass
 
 MARKER = "loreal_done.json"
+# Bookkeeping a folder may hold before its run writes anything (``loreal.pipeline.lock``): not a run's output.
+LOCK_FILE = "loreal_run.lock"
+JOB_FILE = "loreal_job.json"
 
 TRAIN_MODULE = "loreal.trainers.train"
 
 
 def run_state(output_dir: str) -> str:
-    """``"done"`` (marker present), ``"interrupted"`` (folder exists, no marker) or ``"absent"``."""
+    """``"done"`` (marker present), ``"interrupted"`` (folder exists, no marker) or ``"absent"`` (no folder, or
+    one with nothing but a lock or a job record)."""
     if os.path.isfile(os.path.join(output_dir, MARKER)):
         return "done"
-    return "interrupted" if os.path.isdir(output_dir) else "absent"
+    try:
+        entries = set(os.listdir(output_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return "absent"
+    return "interrupted" if entries - {LOCK_FILE, JOB_FILE} else "absent"
 
 
 def mark_done(output_dir: str, info: dict) -> str:

@@ -7,6 +7,8 @@
 
 Re-running the same command skips finished runs (completion marker), runs interrupted ones again in their
 folder (training resumes from its last saved epoch) and reports failed ones with their log's last lines.
+A folder another live run holds (a second driver, a previous driver's SLURM job) is waited for, never started
+twice (``loreal.pipeline.lock``).
 """
 from __future__ import annotations
 

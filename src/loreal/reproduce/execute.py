@@ -5,6 +5,11 @@ line (done / running / failed / left, time per run, estimate to finish). Each st
 ``loreal.pipeline.run_stage`` semantics: a completion marker means done (skipped), a folder without one is an
 interrupted run (run again there), a failure is reported with its log's last lines and the stages that need
 it are not started (listed as blocked, never silently skipped).
+
+One run per folder (``loreal.pipeline.lock``): a folder another live run holds (a second driver, a previous
+driver's SLURM job still queued or running) is not started again; the driver waits for it without taking a
+slot and counts it when its marker appears, or starts it if that run ended without finishing. One held from
+another host that cannot be asked is reported (``held``) with the way out.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from typing import Callable, Mapping, Protocol, Sequence, TextIO
 
 from ..errors import ConfigError
 from ..pipeline import Stage, StageResult, run_stage, run_state
+from ..pipeline.lock import Holder, JobQueue, holder
 
 
 class Backend(Protocol):
@@ -87,14 +93,21 @@ class Report:
     failed: list[StageResult] = field(default_factory=list)
     blocked: list[tuple[Stage, list[str]]] = field(default_factory=list)  # (stage, the failed runs it needs)
     seconds: list[float] = field(default_factory=list)
+    elsewhere: list[Stage] = field(default_factory=list)  # finished by another run while this one waited
+    held: list[tuple[Stage, str]] = field(default_factory=list)  # another run holds it, cannot tell if alive: why
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.blocked
+        return not self.failed and not self.blocked and not self.held
 
     def summary(self) -> str:
-        lines = [f"{self.total} runs: {len(self.before)} done before (skipped), {len(self.done)} run now, "
-                 f"{len(self.failed)} failed, {len(self.blocked)} not run because a run they need failed"]
+        line = (f"{self.total} runs: {len(self.before)} done before (skipped), {len(self.done)} run now, "
+                f"{len(self.failed)} failed, {len(self.blocked)} not run because a run they need failed")
+        line += f", {len(self.elsewhere)} finished by another run meanwhile" if self.elsewhere else ""
+        line += f", {len(self.held)} held by another run (not started)" if self.held else ""
+        lines = [line]
+        for stage, why in self.held:
+            lines.append(f"HELD {stage.name}: {why}")
         for r in self.failed:
             lines += [f"FAILED {r.stage.name}: {r.stage.output_dir} (exit {r.returncode}); last lines of "
                       f"{r.log_path}:", *("    " + line for line in r.tail.rstrip().splitlines())]
@@ -115,8 +128,8 @@ class Progress:
 
     def line(self, running: int) -> str:
         r = self.report
-        finished = len(r.before) + len(r.done)
-        left = r.total - finished - len(r.failed) - len(r.blocked) - running
+        finished = len(r.before) + len(r.done) + len(r.elsewhere)
+        left = r.total - finished - len(r.failed) - len(r.blocked) - len(r.held) - running
         text = f"[{self.label}] done {finished}/{r.total} · running {running} · failed {len(r.failed)} · "
         text += f"not run {len(r.blocked)} · left {left}" if r.blocked else f"left {left}"
         if r.seconds:
@@ -140,9 +153,10 @@ class Progress:
 
 def execute(stages: Sequence[Stage], backend: Backend, *, poll_seconds: float = 0.2,
             stream: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic,
-            label: str = "reproduce") -> Report:
+            label: str = "reproduce", jobs: JobQueue | None = None) -> Report:
     """Run ``stages`` (ordered: needs first) on ``backend``'s slots; returns the report (nothing raised).
-    ``label`` starts the progress line."""
+    ``label`` starts the progress line; ``jobs`` answers whether a recorded SLURM job still runs (squeue)."""
+    jobs = jobs or JobQueue()
     report = Report(len(stages))
     progress = Progress(report, len(backend.slots), stream, label)
     in_grid = {s.output_dir for s in stages}
@@ -157,8 +171,29 @@ def execute(stages: Sequence[Stage], backend: Backend, *, poll_seconds: float = 
             pending.append(stage)
     free = list(range(len(backend.slots)))
     running: dict[str, tuple[object, int, float, Stage]] = {}
+    waiting: dict[str, Stage] = {}  # folders another live run holds: no slot, looked at on every tick
+
+    def held_elsewhere(stage: Stage) -> Holder | None:
+        other = holder(stage.output_dir, jobs)
+        if other is not None and other.live is None:  # cannot tell: not started, reported with the way out
+            failed.add(stage.output_dir)
+            report.held.append((stage, other.message()))
+            progress.say(f"HELD {stage.name}: {other.message()}")
+        elif other is not None and stage.output_dir not in waiting:
+            waiting[stage.output_dir] = stage
+            progress.say(f"{stage.name}: {stage.output_dir} is being run by {other.describe()}; waiting for it")
+        return other
+
     progress.show(0, force=True)
-    while pending or running:
+    while pending or running or waiting:
+        for out_dir, stage in list(waiting.items()):
+            if run_state(out_dir) == "done":
+                del waiting[out_dir]
+                report.elsewhere.append(stage)
+                finished.add(out_dir)
+            elif holder(out_dir, jobs) is None:  # it ended unfinished: ours to run again
+                del waiting[out_dir]
+                pending.insert(0, stage)
         for stage in list(pending):
             bad = [n for n in stage.needs if n in failed]
             if bad:
@@ -168,6 +203,14 @@ def execute(stages: Sequence[Stage], backend: Backend, *, poll_seconds: float = 
                 continue
             # needs outside the grid (a given α) are checked by run_stage, which reports them if unfinished
             if free and all(n in finished for n in stage.needs if n in in_grid):
+                if run_state(stage.output_dir) == "done":  # another driver finished it since we looked
+                    pending.remove(stage)
+                    report.elsewhere.append(stage)
+                    finished.add(stage.output_dir)
+                    continue
+                if held_elsewhere(stage) is not None:
+                    pending.remove(stage)
+                    continue
                 slot = free.pop(0)
                 if run_state(stage.output_dir) == "interrupted":
                     progress.say(f"{stage.name}: {stage.output_dir} was interrupted; running it again there")
@@ -186,6 +229,9 @@ def execute(stages: Sequence[Stage], backend: Backend, *, poll_seconds: float = 
             elif result.status == "skipped":
                 report.before.append(stage)
                 finished.add(out_dir)
+            elif result.status == "held":  # taken from another host between our look and its start
+                failed.add(out_dir)
+                report.held.append((stage, result.tail))
             elif result.status == "blocked":  # a need outside the grid (a given α) is not finished
                 failed.add(out_dir)
                 report.blocked.append((stage, [result.tail]))
@@ -194,7 +240,7 @@ def execute(stages: Sequence[Stage], backend: Backend, *, poll_seconds: float = 
                 report.failed.append(result)
                 progress.say(f"FAILED {stage.name}: {out_dir}; last lines of {result.log_path}:\n{result.tail.rstrip()}")
         progress.show(len(running))
-        if running:
+        if running or waiting:
             time.sleep(poll_seconds)
     progress.show(0, force=True)
     if progress.tty:

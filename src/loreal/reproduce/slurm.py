@@ -3,7 +3,9 @@
 The driver (``execute``) submits a stage when the stages it needs are done, so job dependencies never
 outlive a failed run; each job calls ``run_stage`` on the node, i.e. runs exactly the command the local
 executor runs (``Stage.command``), with the same marker, resume and log rules. ``cluster="debug"`` or
-``"local"`` (submitit's own executors) run the same path without a cluster.
+``"local"`` (submitit's own executors) run the same path without a cluster. Each job's id is recorded in
+its run folder (``loreal.pipeline.lock.record_job``): a re-run of the driver waits for a job still queued or
+running instead of submitting its folder again.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..pipeline import Stage, StageResult, run_stage
+from ..pipeline.lock import record_job
 
 
 def run_stage_job(stage: Stage, python: str) -> StageResult:
@@ -50,7 +53,9 @@ class SubmititBackend:
 
     def start(self, stage: Stage, slot: Mapping[str, str]) -> tuple:
         self.submitted.append(stage.command(self.python))
-        return self.executor.submit(run_stage_job, stage, self.python), stage
+        job = self.executor.submit(run_stage_job, stage, self.python)
+        record_job(stage.output_dir, job.job_id, self.executor.cluster)
+        return job, stage
 
     def poll(self, handle: tuple) -> StageResult | None:
         job, stage = handle
