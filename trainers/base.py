@@ -28,9 +28,7 @@ rank 0 writes TensorBoard files and checkpoints and evaluates.
 from __future__ import annotations
 
 import contextlib
-import os
 import os.path as osp
-import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -46,18 +44,16 @@ import loreal
 from loreal import distributed
 from loreal.baselines import BaselineLearner, Logits, PromptModel, create_learner, get_baseline
 from loreal.checkpoints import file_digest, read_checkpoint, resolve_checkpoint
-from loreal.clip import PromptableCLIP, load_clip, resolve_precision, stock_clip
+from loreal.clip import PromptableCLIP, load_clip, stock_clip
 from loreal.config import from_mapping, to_mapping
 from loreal.errors import CheckpointError, ConfigError
+from loreal.precision import autocast, run_precision
 
 from .compat import allow_dassl_checkpoints, build_lr_scheduler
 from .config import check_cfg_values
 
 allow_dassl_checkpoints()
 
-CPU_AUTOCAST_ENV = "LOREAL_CPU_AUTOCAST"
-"""Set to ``bf16`` to run ``PREC amp`` on a CPU under bf16 autocast instead of falling back to fp32
-(a stand-in for CUDA amp in tests; no gradient scaler is needed for bf16)."""
 
 
 def backbone_digest(name_or_path: str) -> str:
@@ -104,15 +100,8 @@ class PromptTrainer(TrainerX):
             raise ConfigError(f"INPUT.SIZE must be square (φ, φ), got {tuple(cfg.INPUT.SIZE)}")
 
     def resolve_precision(self) -> str:
-        """PREC for this device: fp16 and amp run in fp32 on CPU, with a warning."""
-        requested = self.learner_config.prec
-        if requested == "amp" and self.device.type != "cuda":
-            if os.environ.get(CPU_AUTOCAST_ENV) == "bf16":
-                return "amp"  # bf16 autocast on the CPU: how the tests stand in for CUDA amp
-            warnings.warn("amp was requested without CUDA: running in fp32 instead (set PREC fp32 to silence this)",
-                          stacklevel=2)
-            return "fp32"
-        return resolve_precision(requested, self.device)
+        """PREC for this device: fp16 and amp run in fp32 on CPU, with a warning (:mod:`loreal.precision`)."""
+        return run_precision(self.learner_config.prec, self.device)
 
     # ------------------------------------------------------------------- build
     def build_data_loader(self) -> None:
@@ -170,10 +159,7 @@ class PromptTrainer(TrainerX):
 
     # ------------------------------------------------------------------- train
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision != "amp":
-            return contextlib.nullcontext()
-        cuda = self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=torch.float16 if cuda else torch.bfloat16)
+        return autocast(self.precision, self.device)
 
     def compute_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """One training forward: ``(loss, logits for the train accuracy, named loss terms)``."""

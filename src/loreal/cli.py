@@ -18,7 +18,7 @@ COMMANDS = [
 ]
 # Single-level commands: module whose add_parser(subparsers) adds the command itself.
 TOP_LEVEL: list[str] = ["loreal.demo", "loreal.attributes.cli", "loreal.results", "loreal.reproduce.cli", "loreal.world.cli",
-                        "loreal.attention"]
+                        "loreal.attention", "loreal.doctor.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

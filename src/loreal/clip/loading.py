@@ -146,6 +146,13 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def convert_to_fp16(model: nn.Module) -> nn.Module:
+    """Half-precision weights as OpenAI converts them (``clip.model.convert_weights``): linear, convolution and
+    attention weights and the projections; LayerNorms stay fp32, as CLIP's fp16 forward expects. In place."""
+    stock_clip().model.convert_weights(model)
+    return model
+
+
 def build_clip_architecture(name: str = "ViT-B/16", seed: int = 0) -> nn.Module:
     """The real architecture of a released ViT CLIP with random weights (fp32, frozen)."""
     CLIP = stock_clip().model.CLIP
