@@ -5,7 +5,7 @@ import torch
 from loreal.baselines.base import cross_entropy
 from loreal.baselines.coop import CoOpConfig, CoOpLearner
 from loreal.clip import PromptableCLIP, build_tiny_clip
-from loreal.clip.loading import half_as_openai
+from loreal.clip.loading import convert_to_fp16
 from loreal.clip.stock import stock_clip
 from loreal.method import LorealConfig, LorealModel, hld, lld
 
@@ -43,7 +43,7 @@ def test_fp16_logits_give_losses_within_one_percent_of_fp64(num_cls):
 
 
 def test_openai_fp16_conversion_keeps_layernorms_in_fp32():
-    model = half_as_openai(build_tiny_clip(seed=0))
+    model = convert_to_fp16(build_tiny_clip(seed=0))
     reference = stock_clip().model.build_model(build_tiny_clip(seed=0).state_dict())  # OpenAI's own conversion
     ours = {n: p.dtype for n, p in model.state_dict().items()}
     theirs = {n: p.dtype for n, p in reference.state_dict().items()}
@@ -65,7 +65,7 @@ def test_bench_resolution_in_fp16_converts_as_openai(monkeypatch):
 def test_loreal_step_on_an_fp16_clip_computes_its_losses_in_fp32():
     """PREC fp16 (the CoOp_LOREAL and MaPLe_LOREAL defaults): the towers run in half precision, the loss in fp32.
     Two distinct students; every term equals its fp64 value on the step's own logits and contents."""
-    clip = PromptableCLIP(half_as_openai(build_tiny_clip(seed=0, embed_dim=32, vision_width=64, text_width=64)))
+    clip = PromptableCLIP(convert_to_fp16(build_tiny_clip(seed=0, embed_dim=32, vision_width=64, text_width=64)))
     torch.manual_seed(0)
     cfg = CoOpConfig(n_ctx=4, prec="fp16")
     alpha, beta = CoOpLearner(clip, CLASSES, cfg), CoOpLearner(clip, CLASSES, cfg)

@@ -30,11 +30,11 @@ def _stock_at(visual: nn.Module, pos_embed: torch.Tensor) -> nn.Module:
 def bench_model(backbone: str, random_init: bool, device: torch.device, precision: str, seed: int = 0) -> nn.Module:
     """The CLIP to measure: the real weights (or the architecture with random ones), in fp16 converted as OpenAI
     does (LayerNorms stay fp32); fp16 falls back to fp32 on a CPU, as everywhere else."""
-    from ..clip.loading import build_clip_architecture, half_as_openai, load_clip
+    from ..clip.loading import build_clip_architecture, convert_to_fp16, load_clip
 
     precision = resolve_precision(precision, device)
     model = build_clip_architecture(backbone, seed) if random_init else load_clip(backbone, device, "fp32")
-    return (half_as_openai(model) if precision == "fp16" else model).to(device)
+    return (convert_to_fp16(model) if precision == "fp16" else model).to(device)
 
 
 def run(backbone: str = "ViT-B/16", random_init: bool = False, sizes=DEFAULT_SIZES, batch: int = 8,

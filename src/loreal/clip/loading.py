@@ -130,14 +130,6 @@ def load_clip(
     return freeze(model.to(device))
 
 
-def half_as_openai(model: nn.Module) -> nn.Module:
-    """fp16 weights as OpenAI's ``build_model`` leaves them: convolutions, linear and attention projections
-    and the two embedding projections in half precision, LayerNorms (and embeddings) in fp32. A whole-model
-    ``.half()`` also halves the LayerNorm weights, which CLIP's LayerNorm then meets with fp32 input."""
-    stock_clip().model.convert_weights(model)
-    return model
-
-
 def freeze(model: nn.Module) -> nn.Module:
     """Eval mode and no gradients for every parameter: the backbone is never trained here."""
     model.eval()
@@ -148,7 +140,8 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def convert_to_fp16(model: nn.Module) -> nn.Module:
     """Half-precision weights as OpenAI converts them (``clip.model.convert_weights``): linear, convolution and
-    attention weights and the projections; LayerNorms stay fp32, as CLIP's fp16 forward expects. In place."""
+    attention weights and the projections; LayerNorms stay fp32, as CLIP's fp16 forward expects (a whole-model
+    ``.half()`` halves them too, and CLIP's LayerNorm then meets fp32 input with fp16 weights). In place."""
     stock_clip().model.convert_weights(model)
     return model
 
