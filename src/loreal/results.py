@@ -58,6 +58,13 @@ def harmonic_mean(base: float, new: float) -> float:
     return 2 * base * new / (base + new) if base + new > 0 else 0.0
 
 
+def seed_std(values: Sequence[float]) -> float:
+    """The project's one convention for every ± over seeds: the population standard deviation (divide by n,
+    numpy's default, as upstream's ``parse_test_res.py`` reports it)."""
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
 @dataclass
 class Experiment:
     """One experiment folder: accuracy per seed folder."""
@@ -71,9 +78,8 @@ class Experiment:
 
     @property
     def std(self) -> float:
-        """Population standard deviation over seeds (numpy's default, as upstream)."""
-        m = self.mean
-        return math.sqrt(sum((v - m) ** 2 for v in self.seeds.values()) / len(self.seeds))
+        """Standard deviation over seeds (:func:`seed_std`)."""
+        return seed_std(list(self.seeds.values()))
 
 
 @dataclass

@@ -45,9 +45,11 @@ def ablation_config(baseline: str, name: str, folder: Path) -> str:
 
 
 def _mean_std(values: list[float]) -> str:
+    from ..results import seed_std
+
     if len(values) == 1:
         return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    return f"{statistics.mean(values):.2f} ± {seed_std(values):.2f}"
 
 
 def markdown(rows: dict[tuple, list[tuple[float, float]]], seeds: list[int]) -> str:
