@@ -99,7 +99,7 @@ def check_jobs(jobs: int) -> None:
 
 def accuracies(stages: Sequence) -> dict[str, float]:
     """``{stage name: accuracy}`` read from the finished stages' logs."""
-    from .results import parse_log
+    from .report.logs import parse_log
 
     accuracy = {}
     for stage in stages:
@@ -126,7 +126,7 @@ def table_rows(baseline: str, size: int, std_size: int, acc: dict[str, float],
 
 
 def format_table(rows: list[tuple[str, float, float]]) -> str:
-    from .results import harmonic_mean
+    from .report.logs import harmonic_mean
 
     lines = ["| method | base | new | HM |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {b:.2f} | {n:.2f} | {harmonic_mean(b, n):.2f} |" for name, b, n in rows]

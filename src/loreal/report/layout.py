@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..pipeline.builders import CE_TARGETS, DG_TARGETS
-from ..results import Experiment
+from .logs import Experiment
 
 PHI_DIR = re.compile(r"lr(\d+)$")
 VARIANT_SEP = "@"

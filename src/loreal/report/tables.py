@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 from ..data.catalog import BASE_TO_NOVEL
 from ..pipeline.builders import CE_TARGETS, DG_TARGETS
-from ..results import Experiment, harmonic_mean
+from .logs import Experiment, harmonic_mean
 from .layout import ALPHA, BASELINE, LOREAL, ROLE_ORDER, SOURCE, CellKey, dataset_order, variant
 
 MISSING = "—"

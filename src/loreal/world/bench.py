@@ -45,7 +45,7 @@ def ablation_config(baseline: str, name: str, folder: Path) -> str:
 
 
 def _mean_std(values: list[float]) -> str:
-    from ..results import seed_std
+    from ..report.logs import seed_std
 
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -54,7 +54,7 @@ def _mean_std(values: list[float]) -> str:
 
 def markdown(rows: dict[tuple, list[tuple[float, float]]], seeds: list[int]) -> str:
     """One line per (baseline, φ, method): base and new as seed mean ± std, HM of the means."""
-    from ..results import harmonic_mean
+    from ..report.logs import harmonic_mean
 
     lines = [f"| baseline | φ | method | base | new | HM |", "|---|---:|---|---:|---:|---:|"]
     for (baseline, size, method), values in rows.items():
