@@ -30,8 +30,10 @@ benchmarks' choices, the drop-in registration in a host repository) reads it. A 
    ``test_tiny.yaml``; ``configs/trainers/<B>_LOREAL/`` with ``paper_config``, ``world`` and
    ``test_tiny`` of the same names (``tests/test_baseline_registry.py`` checks these exist).
 3. Tests: ``tests/test_baseline_<b>.py`` against a reference written plainly from the stock CLIP
-   blocks; its LOREAL path joins ``tests/test_loreal_reference.py``'s parametrisation by adding a
-   reference there (the registry-wide tests such as the pipeline dry run pick it up by themselves).
+   blocks; an entry in ``REFERENCES`` of ``tests/reference_loreal.py`` (its prompt text, context,
+   towers and logits from the stock blocks), which ``tests/test_loreal_reference.py`` requires of
+   every registered baseline. The registry-wide tests (shipped configs, the pipeline dry run, the
+   embedding cache where its LOREAL configs turn it on) pick it up by themselves.
 """
 from __future__ import annotations
 
