@@ -14,7 +14,6 @@ from loreal.baselines.coop import CoOpLearner
 from loreal.cli import main
 from loreal.pipeline.configs import trainer_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("name", list_baselines())
