@@ -15,7 +15,6 @@ from loreal.cli import main
 from loreal.pipeline.configs import trainer_config
 
 
-
 @pytest.mark.parametrize("name", list_baselines())
 def test_every_baseline_ships_its_configs(name):
     from loreal.baselines import get_baseline
