@@ -1,15 +1,19 @@
 """Cached-embedding mode: same losses as online training on the same views; stale keys rebuild."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
+from loreal.baselines import create_learner, get_baseline, list_baselines
 from loreal.baselines.coop import CoOpConfig, CoOpLearner
 from loreal.data.views import SeededViewDataset, TwoViewTransform
 from loreal.method import LorealConfig, LorealModel
 from loreal.method.cache import build_cache, load_or_build, tensor_digest
+from loreal.pipeline.configs import trainer_config
 
 CLASSES = ["abyssinian", "beagle", "persian"]
 ATTRS = ["coat color", "body shape", "ear shape"]
@@ -70,6 +74,52 @@ def test_cached_and_online_losses_agree_on_the_same_views(promptable, image_file
         for term in ("ce", "hld", "lld"):
             assert torch.allclose(online.terms[term], cached.terms[term], atol=1e-5)
     assert not torch.allclose(cache.lr_pooled[:, 0], cache.lr_pooled[:, 1])  # views differ
+
+
+def cache_on(name: str) -> bool:
+    """Whether any shipped ``<name>_LOREAL`` config turns the embedding cache on."""
+    folder = Path(trainer_config(f"{name}_LOREAL", "test_tiny")).parent
+    return any(yaml.safe_load(p.read_text())["TRAINER"]["LOREAL"].get("CACHE") for p in folder.glob("*.yaml"))
+
+
+CACHED_BASELINES = [name for name in list_baselines() if cache_on(name)]
+SMALL = {"MaPLe": {"prompt_depth": 4}, "MMRL": {"rep_layers": (3, 4, 5)}}  # cheap on the narrow CLIP
+
+
+def test_some_shipped_configs_turn_the_cache_on():
+    assert CACHED_BASELINES  # the parametrisation below is not silently empty
+
+
+@pytest.mark.parametrize("name", CACHED_BASELINES)
+def test_cached_and_online_agree_for_every_baseline_shipped_with_the_cache(promptable, image_files, name):
+    """What the cache keeps (``image_summary``: MMRL's rep-token outputs too) gives the online loss, terms and
+    meta-net gradients, with two distinct students."""
+    cls = get_baseline(name)
+    config = cls.config_cls(**{**cls.bench_settings, **SMALL.get(name, {}), "prec": "fp32"})
+    torch.manual_seed(0)
+    alpha = create_learner(name, promptable, CLASSES, config, dataset="OxfordPets")
+    beta = create_learner(name, promptable, CLASSES, config, dataset="OxfordPets")
+    with torch.no_grad():
+        for p in beta.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model = LorealModel(promptable, alpha, beta, ATTRS, LorealConfig(k=3))
+    labels = [i % 3 for i in range(len(image_files))]
+    pairs = pairs_for(image_files, 96)
+    cache = build_cache(model, pairs, labels, views=2, parts={"test": name})
+    params = list(model.metanets.parameters())
+    for view in range(2):
+        indices, std_images, lr_images = pairs(view)[0]
+        y = torch.as_tensor(labels)[indices]
+        online = model.forward_train(std_images, lr_images, y)
+        std, lr = cache.lookup(indices, torch.full_like(indices, view), "cpu")
+        cached = model.training_step(std, lr, y)
+        assert torch.allclose(online.loss, cached.loss, atol=1e-5)
+        for term in ("ce", "hld", "lld"):
+            assert torch.allclose(online.terms[term], cached.terms[term], atol=1e-5)
+        for g, h in zip(torch.autograd.grad(online.loss, params), torch.autograd.grad(cached.loss, params)):
+            assert torch.allclose(g, h, atol=1e-5)
+    assert cache.lr_tokens.shape[2] == model.beta.image_summary(
+        promptable.encode_image(lr_images[:1], model.beta.image_plan())).tokens.shape[1]
 
 
 def test_views_are_reproducible(image_files):

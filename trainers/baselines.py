@@ -1,63 +1,31 @@
-"""The four baseline trainers, under upstream's registered names and under clash-free ones.
+"""The baseline trainers, made from the baseline registry: one per registered baseline under its
+name and upstream's other names for it (``aliases``), and one under a clash-free ``LOREAL_<B>``.
 
 Each names its learner; everything else (CLIP, precision, loss, checkpoints, evaluation) is
-:class:`~loreal.trainers.base.PromptTrainer` and the learner's own ``loss``/``logits``.
+:class:`~loreal.trainers.base.PromptTrainer` and the learner's own ``loss``/``logits``. Inside a host
+whose own ``CoOp`` (which refuses any size but 224) keeps the upstream name, ``LOREAL_CoOp`` still
+reaches ours.
 """
 from __future__ import annotations
+
+import sys
+
+from loreal.baselines import get_baseline
 
 from .base import PromptTrainer
 
 
-class CoOp(PromptTrainer):
-    """CoOp: learned context vectors (Zhou et al., IJCV 2022; KaiyangZhou/CoOp). Saves ``prompt_learner``."""
-
-    baseline = "CoOp"
-
-
-class MaPLe(PromptTrainer):
-    """MaPLe: coupled deep prompts in both towers (Khattak et al., CVPR 2023). Saves ``MultiModalPromptLearner``."""
-
-    baseline = "MaPLe"
+def _trainer(name: str, parent: type[PromptTrainer], baseline: str, doc: str) -> type[PromptTrainer]:
+    # Dassl registers a trainer by its class name, so the name is the registered one.
+    return type(name, (parent,), {"baseline": baseline, "__doc__": doc, "__module__": __name__})
 
 
-class MMA(PromptTrainer):
-    """MMA: multi-modal adapters (Yang et al., CVPR 2024; config ``TRAINER.MMADAPTER``). Saves ``adapter_learner``."""
-
-    baseline = "MMA"
-
-
-class MultiModalAdapter(MMA):
-    """MMA under the name upstream registers, so its scripts and ``--trainer`` values work unchanged."""
-
-
-class MMRL(PromptTrainer):
-    """MMRL: multi-modal representation tokens (Guo & Gu, CVPR 2025). Saves ``MultiModalRepresentationLearner``.
-
-    Its per-dataset settings are merged by ``setup_cfg``; ``TASK`` picks the test logits.
-    """
-
-    baseline = "MMRL"
-
-
-TRAINERS: tuple[type[PromptTrainer], ...] = (CoOp, MaPLe, MMA, MultiModalAdapter, MMRL)
-
-
-# The same trainers under names no upstream repository registers: inside a host whose own ``CoOp``
-# (which refuses any size but 224) keeps the upstream name, these still reach ours.
-class LOREAL_CoOp(CoOp):  # noqa: N801  (the registered name is the class name)
-    """Our CoOp under a name no host registers."""
-
-
-class LOREAL_MaPLe(MaPLe):  # noqa: N801
-    """Our MaPLe under a name no host registers."""
-
-
-class LOREAL_MMA(MMA):  # noqa: N801
-    """Our MMA under a name no host registers."""
-
-
-class LOREAL_MMRL(MMRL):  # noqa: N801
-    """Our MMRL under a name no host registers."""
-
-
-CLASH_FREE: tuple[type[PromptTrainer], ...] = (LOREAL_CoOp, LOREAL_MaPLe, LOREAL_MMA, LOREAL_MMRL)
+def make_baseline_trainers(baseline: str) -> tuple[list[type[PromptTrainer]], type[PromptTrainer]]:
+    """``([<B>, *aliases], LOREAL_<B>)``: the trainers of one registered baseline."""
+    learner = get_baseline(baseline)
+    module_doc = (sys.modules[learner.__module__].__doc__ or baseline).strip().splitlines()[0]
+    main = _trainer(baseline, PromptTrainer, baseline, f"{module_doc} Saves ``{learner.checkpoint_name}``.")
+    aliases = [_trainer(alias, main, baseline, f"{baseline} under the name upstream registers, so its scripts and "
+                        f"``--trainer`` values work unchanged.") for alias in learner.aliases]
+    clash_free = _trainer(f"LOREAL_{baseline}", main, baseline, f"Our {baseline} under a name no host registers.")
+    return [main, *aliases], clash_free

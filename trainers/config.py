@@ -1,8 +1,8 @@
 """yacs at the edge: the config nodes our trainers read, and upstream's merge order.
 
-``extend_cfg`` is generated from the config dataclasses (defaults exist once, in the dataclass),
-under the upstream node names (``TRAINER.COOP``, ``TRAINER.MAPLE``, ``TRAINER.MMADAPTER``,
-``TRAINER.MMRL``), so the upstream YAMLs merge unchanged; it also adds the two keys the CoOp-family
+``extend_cfg`` is generated from the registered baselines' config dataclasses (defaults exist once,
+in the dataclass), under the upstream node names (``TRAINER.COOP``, ``TRAINER.MAPLE``, ``TRAINER.MMADAPTER``,
+``TRAINER.MMRL``, ...), so the upstream YAMLs merge unchanged; it also adds the two keys the CoOp-family
 ``train.py`` files add, ``DATASET.SUBSAMPLE_CLASSES`` and MMRL's top-level ``TASK``.
 """
 from __future__ import annotations
@@ -15,7 +15,6 @@ from dassl.engine import TRAINER_REGISTRY
 from yacs.config import CfgNode
 
 from loreal.baselines import get_baseline, list_baselines
-from loreal.baselines.mmrl import mmrl_dataset_overrides
 from loreal.config import yacs_defaults
 from loreal.errors import ConfigError
 
@@ -23,9 +22,6 @@ SUBSAMPLE_CLASSES = ("all", "base", "new")
 TASKS = ("B2N", "FS", "CD")  # MMRL's evaluation switch: base-to-novel, few-shot, cross-dataset
 
 _EXTRA_CONFIGS: list[type] = []
-
-# Per-dataset yacs overrides by baseline, merged after the YAMLs and before the command-line opts.
-DATASET_OVERRIDES = {"MMRL": mmrl_dataset_overrides}
 
 
 def register_config(config_cls: type) -> type:
@@ -72,8 +68,8 @@ def baseline_of(trainer_name: str) -> str | None:
 
 def dataset_overrides(trainer_name: str, dataset_name: str) -> list[Any]:
     """Upstream's per-dataset settings for this trainer's baseline, as a yacs opts list."""
-    overrides = DATASET_OVERRIDES.get(baseline_of(trainer_name) or "")
-    table = overrides(dataset_name) if overrides and dataset_name else {}
+    baseline = baseline_of(trainer_name)
+    table = get_baseline(baseline).dataset_overrides(dataset_name) if baseline and dataset_name else {}
     return [x for kv in table.items() for x in kv]
 
 
@@ -102,7 +98,7 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """Build the frozen config in upstream's order.
 
     Dassl defaults, :func:`extend_cfg`, dataset YAML, method YAML, command-line arguments,
-    per-dataset overrides of the trainer's baseline (MMRL), trailing ``KEY VALUE`` opts.
+    per-dataset overrides of the trainer's baseline (its ``dataset_overrides``: MMRL's table), trailing ``KEY VALUE`` opts.
 
     Args:
         args: parsed ``train.py`` arguments (``dataset_config_file``, ``config_file``, ``opts``, ...).

@@ -1,6 +1,6 @@
-"""LOREAL trainers: ``CoOp_LOREAL``, ``MaPLe_LOREAL``, ``MMA_LOREAL``, ``MMRL_LOREAL``.
+"""LOREAL trainers: ``<B>_LOREAL`` for every registered baseline (``CoOp_LOREAL``, ``MaPLe_LOREAL``, ...).
 
-One :class:`LorealTrainer` serves every baseline (the four names differ only in ``baseline``).
+One :class:`LorealTrainer` serves every baseline (the names differ only in ``baseline``).
 Stage 3 of the four-stage pipeline: both baseline students are loaded from their checkpoints
 (``TRAINER.LOREAL.ALPHA_CHECKPOINT`` trained at 224, ``BETA_CHECKPOINT`` trained at φ =
 ``INPUT.SIZE``) and frozen; only the shared attribute meta-nets train, registered as ``LOREAL``.

@@ -17,9 +17,6 @@ from pathlib import Path
 
 from .errors import ConfigError, LorealError, MissingFileError
 
-# The baseline config each real run uses, and its LOREAL counterpart (same file name).
-REAL_CONFIGS = {"CoOp": "vit_b16_ep50_ctxv1", "MaPLe": "vit_b16_c2_ep5_batch4_2ctx", "MMA": "vit_b16_ep5",
-                "MMRL": "vit_b16"}
 WORLD_CONFIG = "world"
 WORLD_DATASET = "loreal_world"
 # The world's stages run one thread each: on its tiny CLIP, OpenMP's spin-waiting costs ten times the CPU
@@ -48,9 +45,11 @@ def world_stages(baseline: str, size: int, seed: int, *, root: str, output: str,
 
 def real_stages(baseline: str, dataset: str, size: int, seed: int, *, root: str, output: str, backbone: str,
                 shots: int) -> list:
+    from .baselines import get_baseline
     from .pipeline import lr_base2new
 
-    return lr_base2new(baseline, REAL_CONFIGS[baseline], REAL_CONFIGS[baseline], dataset, seed, size, root=root,
+    config = get_baseline(baseline).paper_config  # and its LOREAL counterpart (same file name)
+    return lr_base2new(baseline, config, config, dataset, seed, size, root=root,
                        output=output, shots=shots, opts=["MODEL.BACKBONE.NAME", backbone])
 
 
@@ -134,8 +133,10 @@ def format_table(rows: list[tuple[str, float, float]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.baseline not in REAL_CONFIGS:
-        raise ConfigError(f"unknown baseline {args.baseline!r}: use one of {', '.join(REAL_CONFIGS)}")
+    from .baselines import list_baselines
+
+    if args.baseline not in list_baselines():
+        raise ConfigError(f"unknown baseline {args.baseline!r}: use one of {', '.join(list_baselines())}")
     check_jobs(args.jobs)  # before the pre-training, not after it
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -166,9 +167,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
+    from .baselines import list_baselines
+
     p = subparsers.add_parser("demo", help="the four-stage LR base-to-novel pipeline (on the procedural world by default)",
                               description=__doc__)
-    p.add_argument("--baseline", default="CoOp", choices=sorted(REAL_CONFIGS))
+    p.add_argument("--baseline", default="CoOp", choices=list_baselines())
     p.add_argument("--size", type=int, default=None, help="φ, the low resolution (world: 32; real data: 96)")
     p.add_argument("--root", default=None, help="dataset root of real data (default: the procedural world)")
     p.add_argument("--dataset", default="oxford_pets", help="dataset config name, with --root")

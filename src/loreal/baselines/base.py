@@ -9,12 +9,41 @@ learner's ``state_dict`` is exactly what it trains. Per call it hands out:
 * a text plan and an image plan (deep prompts, inserted tokens, side branches) for
   :class:`~loreal.clip.PromptableCLIP`;
 * logits from the image output and text features, and the baseline's own training loss.
+
+Adding a baseline
+-----------------
+The registry is the one list of baselines: everything else (the Dassl trainers ``<B>``,
+``LOREAL_<B>`` and ``<B>_LOREAL``, their yacs nodes, the pipelines, ``loreal reproduce
+--baselines``, ``loreal results``, ``loreal world bench --baselines``, ``loreal demo``, the
+benchmarks' choices, the drop-in registration in a host repository) reads it. A new baseline
+``<B>`` provides, and nothing else outside its own files:
+
+1. ``src/loreal/baselines/<module>.py`` (any module of this package is imported and registers
+   itself; order: file names) with a ``@register_baseline`` subclass of :class:`BaselineLearner`
+   setting the class attributes below and the methods its method needs (``template``, and where it
+   differs from the default: ``fill_prompts``, ``text_plan``, ``image_plan``, ``logits``, ``loss``,
+   ``image_summary``, ``convert_upstream_state_dict``), and a frozen config dataclass with a
+   ``yacs_node`` (its fields are the ``TRAINER.<node>`` keys, generated for ``extend_cfg``).
+   A module outside this package may register a learner too; import it before
+   ``loreal.trainers`` (or call ``loreal.trainers.register_trainers()`` after it).
+2. ``configs/trainers/<B>/`` with upstream's YAMLs (same file names), ``world.yaml`` and
+   ``test_tiny.yaml``; ``configs/trainers/<B>_LOREAL/`` with ``paper_config``, ``world`` and
+   ``test_tiny`` of the same names (``tests/test_baseline_registry.py`` checks these exist).
+3. Tests: ``tests/test_baseline_<b>.py`` against a reference written plainly from the stock CLIP
+   blocks; an entry in ``REFERENCES`` of ``tests/reference_loreal.py`` (its prompt text, context,
+   towers and logits from the stock blocks), which ``tests/test_loreal_reference.py`` requires of
+   every registered baseline. The registry-wide tests (shipped configs, the pipeline dry run, the
+   embedding cache where its LOREAL configs turn it on) pick it up by themselves.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+import functools
+import importlib
+import pkgutil
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -83,17 +112,35 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class BaselineLearner(nn.Module, ABC):
     """Base class of the baseline prompt learners (CoOp, MaPLe, MMA, MMRL).
 
-    Class attributes:
+    Class attributes (the baseline's facts; nothing outside its module repeats them):
         name: registry name, also the Dassl trainer name (``"MaPLe"``).
         config_cls: the frozen dataclass of its settings (``yacs_node`` says where they live).
         checkpoint_name: the name upstream registers with Dassl, so checkpoints keep their layout.
+        paper_config: the config the paper's runs use (``loreal reproduce``, ``loreal demo
+            --backbone``), shipped under ``configs/trainers/<name>/`` and, with the same file name,
+            ``configs/trainers/<name>_LOREAL/``.
+        aliases: further trainer names upstream registers for it (MMA: ``MultiModalAdapter``).
         couples_towers: the image plan depends on text-side parameters (MaPLe, MMRL).
+        cross_dataset_opts: ``KEY VALUE`` opts upstream's cross-dataset scripts add (MMRL's fixed
+            ``REG_WEIGHT``/``REP_DIM``); the pipelines pass them to every LR-CE/LR-DG run.
+        bench_settings: config fields, beyond the defaults, that the shipped YAMLs set and a
+            realistic stand-in model needs (the benchmarks' models; MMRL's ``rep_layers``).
     """
 
     name: ClassVar[str]
     config_cls: ClassVar[type]
     checkpoint_name: ClassVar[str]
+    paper_config: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
     couples_towers: ClassVar[bool] = False
+    cross_dataset_opts: ClassVar[tuple[str, ...]] = ()
+    bench_settings: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+
+    @classmethod
+    def dataset_overrides(cls, dataset_name: str | None) -> dict[str, Any]:
+        """Upstream's per-dataset settings as full yacs keys, merged after the YAMLs and before the
+        command-line opts (MMRL's table). Default: none."""
+        return {}
 
     def __init__(self, clip: PromptableCLIP, classnames: Sequence[str], config: Any, dataset: str | None = None) -> None:
         """Args: clip: the shared frozen CLIP; classnames: raw names (``_`` allowed); config: an
@@ -220,10 +267,16 @@ class BaselineLearner(nn.Module, ABC):
 _REGISTRY: dict[str, type[BaselineLearner]] = {}
 
 
+_REQUIRED = ("name", "config_cls", "checkpoint_name", "paper_config")
+
+
 def register_baseline(cls: type[BaselineLearner]) -> type[BaselineLearner]:
-    """Class decorator: make a learner available by its ``name``."""
-    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
-        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    """Class decorator: make a learner available by its ``name`` (see the module's "Adding a baseline")."""
+    missing = [a for a in _REQUIRED if not getattr(cls, a, None)]
+    if missing:
+        raise TypeError(f"{cls.__name__} needs the class attribute(s) {', '.join(missing)} (loreal.baselines.base)")
+    if not hasattr(cls.config_cls, "yacs_node"):
+        raise TypeError(f"{cls.__name__}.config_cls ({cls.config_cls.__name__}) needs a class attribute 'yacs_node'")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise KeyError(f"a baseline named {cls.name!r} is already registered ({_REGISTRY[cls.name].__module__})")
     _REGISTRY[cls.name] = cls
@@ -231,8 +284,17 @@ def register_baseline(cls: type[BaselineLearner]) -> type[BaselineLearner]:
 
 
 def list_baselines() -> list[str]:
+    """Every registered baseline: this package's, in the order of their module names (CoOp, MaPLe, MMA,
+    MMRL), then any registered from elsewhere, in registration order."""
     _import_builtin()
-    return sorted(_REGISTRY)
+    order = list(_REGISTRY)
+
+    def key(name: str) -> tuple:
+        module = _REGISTRY[name].__module__
+        builtin = module.rpartition(".")[0] == __package__
+        return (not builtin, module if builtin else "", order.index(name))
+
+    return sorted(_REGISTRY, key=key)
 
 
 def get_baseline(name: str) -> type[BaselineLearner]:
@@ -249,8 +311,13 @@ def create_learner(name: str, clip: PromptableCLIP, classnames: Sequence[str], c
     return cls(clip, classnames, config if config is not None else cls.config_cls(), dataset=dataset)
 
 
+@functools.cache
 def _import_builtin() -> None:
-    from . import coop, maple, mma, mmrl  # noqa: F401  (registration side effect)
+    """Import every module of this package once: each baseline's registers itself (no list to extend)."""
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_") and info.name != "base":
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
 class PromptModel(nn.Module):

@@ -79,6 +79,7 @@ class MaPLeLearner(BaselineLearner):
     name = "MaPLe"
     config_cls = MaPLeConfig
     checkpoint_name = "MultiModalPromptLearner"
+    paper_config = "vit_b16_c2_ep5_batch4_2ctx"
     couples_towers = True
 
     def __init__(self, clip: PromptableCLIP, classnames: Sequence[str], config: MaPLeConfig,

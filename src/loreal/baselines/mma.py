@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -79,9 +80,12 @@ class MMALearner(BaselineLearner):
     (``text_adapter.5.down.0.weight``, ``shared_adapter.7.0.weight``, ``visual_adapter.12.up.bias``)."""
 
     name: ClassVar[str] = "MMA"
-    aliases: ClassVar[tuple] = ("MultiModalAdapter",)
+    aliases: ClassVar[tuple[str, ...]] = ("MultiModalAdapter",)
     config_cls: ClassVar[type] = MMAConfig
     checkpoint_name: ClassVar[str] = "adapter_learner"
+    paper_config: ClassVar[str] = "vit_b16_ep5"
+    bench_settings: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {"adapter_start": 5, "adapter_scale": 0.001, "text_ctx_init": "a photo of a"})
 
     def __init__(self, clip: PromptableCLIP, classnames: Sequence[str], config: MMAConfig,
                  dataset: str | None = None) -> None:

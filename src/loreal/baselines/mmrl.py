@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +108,15 @@ class MMRLLearner(BaselineLearner):
     name: ClassVar[str] = "MMRL"
     config_cls: ClassVar[type] = MMRLConfig
     checkpoint_name: ClassVar[str] = "MultiModalRepresentationLearner"
+    paper_config: ClassVar[str] = "vit_b16"
     couples_towers: ClassVar[bool] = True
+    # upstream's cross-dataset scripts fix these against its per-dataset table (EuroSAT's REP_DIM 2048)
+    cross_dataset_opts: ClassVar[tuple[str, ...]] = ("TRAINER.MMRL.REG_WEIGHT", "0.2", "TRAINER.MMRL.REP_DIM", "512")
+    bench_settings: ClassVar[Mapping[str, Any]] = MappingProxyType({"rep_layers": (6, 7, 8, 9, 10, 11, 12)})
+
+    @classmethod
+    def dataset_overrides(cls, dataset_name: str | None) -> dict[str, float | int]:
+        return mmrl_dataset_overrides(dataset_name)
 
     def __init__(self, clip: PromptableCLIP, classnames: Sequence[str], config: MMRLConfig,
                  dataset: str | None = None) -> None:

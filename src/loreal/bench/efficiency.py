@@ -14,7 +14,12 @@ import torch
 
 from .common import describe_device, peak_memory_mb, report, time_ms
 
-BASELINE_OF = {"CoOp_LOREAL": "CoOp", "MaPLe_LOREAL": "MaPLe", "MMA_LOREAL": "MMA", "MMRL_LOREAL": "MMRL"}
+
+def baseline_of() -> dict[str, str]:
+    """``{"<B>_LOREAL": "<B>"}`` for every registered baseline."""
+    from ..baselines import list_baselines
+
+    return {f"{name}_LOREAL": name for name in list_baselines()}
 
 
 def run(trainer: str = "MaPLe_LOREAL", size: int = 96, backbone: str = "ViT-B/16", random_init: bool = True,
@@ -24,9 +29,10 @@ def run(trainer: str = "MaPLe_LOREAL", size: int = 96, backbone: str = "ViT-B/16
     from ..clip import PromptableCLIP, build_clip_architecture, load_clip
     from .fixtures import build_loreal, classnames
 
-    baseline = BASELINE_OF.get(trainer, trainer)
-    if baseline not in BASELINE_OF.values():
-        raise SystemExit(f"unknown trainer {trainer!r}: use one of {', '.join(BASELINE_OF)}")
+    known = baseline_of()
+    baseline = known.get(trainer, trainer)
+    if baseline not in known.values():
+        raise SystemExit(f"unknown trainer {trainer!r}: use one of {', '.join(known)}")
     dev = torch.device(device)
     model_clip = (build_clip_architecture(backbone, seed) if random_init else load_clip(backbone, dev)).to(dev)
     clip = PromptableCLIP(model_clip)
@@ -105,7 +111,7 @@ COLUMNS = [("method", "method", "s"), ("trainable", "tunable params", ",d"),
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("efficiency", help="Table 4: parameters, train/infer time and memory, baseline vs +LOREAL")
-    p.add_argument("--trainer", default="MaPLe_LOREAL", choices=sorted(BASELINE_OF))
+    p.add_argument("--trainer", default="MaPLe_LOREAL", choices=sorted(baseline_of()))
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--backbone", default="ViT-B/16")
     p.add_argument("--weights", action="store_true", help="load real weights (default: random, same architecture)")

@@ -26,10 +26,7 @@ def build_loreal(clip, baseline: str, classes: list[str], order: str = "paper", 
     from ..method import LorealConfig, LorealModel
 
     cls = get_baseline(baseline)
-    extra = {"rep_layers": (6, 7, 8, 9, 10, 11, 12)} if baseline == "MMRL" else {}
-    if baseline == "MMA":
-        extra = {"adapter_start": 5, "adapter_scale": 0.001, "text_ctx_init": "a photo of a"}
-    config = cls.config_cls(prec="fp32", **extra)
+    config = cls.config_cls(**{**cls.bench_settings, "prec": "fp32"})
     torch.manual_seed(seed)
     alpha = create_learner(baseline, clip, classes, config, dataset="OxfordPets")
     beta = create_learner(baseline, clip, classes, config, dataset="OxfordPets")

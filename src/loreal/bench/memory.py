@@ -144,10 +144,12 @@ COLUMNS = [("classes", "classes", "d"), ("mode", "path", "s"), ("batch", "batch"
 
 
 def add_parser(subparsers) -> None:
+    from ..baselines import list_baselines
+
     p = subparsers.add_parser("memory", help="LOREAL text passes (training step, evaluation batch): peak memory and "
                                              "time vs classes, bounded vs one pass")
     p.add_argument("--backbone", default="ViT-B/16")
-    p.add_argument("--baseline", default="CoOp", choices=["CoOp", "MaPLe", "MMA", "MMRL"])
+    p.add_argument("--baseline", default="CoOp", choices=list_baselines())
     p.add_argument("--batch", "-B", type=int, default=4)
     p.add_argument("--classes", "-C", type=int, nargs="+", default=[100, 250, 500, 1000])
     p.add_argument("--chunk", type=int, default=50, help="classes per chunk of the chunked path")

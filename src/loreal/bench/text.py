@@ -78,10 +78,12 @@ COLUMNS = [("mode", "path", "s"), ("train_ms", "train ms", ".0f"), ("train_speed
 
 
 def add_parser(subparsers) -> None:
+    from ..baselines import list_baselines
+
     p = subparsers.add_parser("text", help="image-conditioned text encoding: naive vs EOT-cut vs shared-prefix")
     p.add_argument("--backbone", default="ViT-B/16")
     p.add_argument("--weights", action="store_true", help="load real weights (default: random, same architecture)")
-    p.add_argument("--baseline", default="CoOp", choices=["CoOp", "MaPLe", "MMA", "MMRL"])
+    p.add_argument("--baseline", default="CoOp", choices=list_baselines())
     p.add_argument("--batch", "-B", type=int, default=4)
     p.add_argument("--classes", "-C", type=int, default=25)
     p.add_argument("--order", default="paper", choices=["paper", "official"])

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
+from ..baselines import get_baseline, list_baselines
 from ..errors import ConfigError
 from .configs import config_name, dataset_config, trainer_config
 from .stage import Stage
 
-BASELINES = ("CoOp", "MaPLe", "MMA", "MMRL")
 CE_TARGETS = ("caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft", "sun397",
               "dtd", "eurosat", "ucf101")
 DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
@@ -35,9 +35,7 @@ def method_opts(baseline: str, setting: str) -> list[str]:
     """Opts a baseline needs in a setting (``b2n`` or ``xd``), as upstream's scripts pass them."""
     if setting == "b2n":
         return ["TASK", "B2N"]
-    # MMRL's cross-dataset scripts fix these against its per-dataset table (EuroSAT's REP_DIM 2048).
-    extra = ["TRAINER.MMRL.REG_WEIGHT", "0.2", "TRAINER.MMRL.REP_DIM", "512"] if baseline == "MMRL" else []
-    return ["TASK", "CD", *extra]
+    return ["TASK", "CD", *get_baseline(baseline).cross_dataset_opts]
 
 
 def size_opts(size: int) -> list[str]:
@@ -45,8 +43,8 @@ def size_opts(size: int) -> list[str]:
 
 
 def _check(baseline: str, size: int, shots: int) -> None:
-    if baseline not in BASELINES:
-        raise ConfigError(f"unknown baseline {baseline!r}: use one of {', '.join(BASELINES)}")
+    if baseline not in list_baselines():
+        raise ConfigError(f"unknown baseline {baseline!r}: use one of {', '.join(list_baselines())}")
     if size <= 0 or shots <= 0:
         raise ConfigError(f"size and shots must be positive (got size {size}, shots {shots})")
 

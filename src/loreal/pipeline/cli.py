@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from ..baselines import list_baselines
 from ..errors import ConfigError
 from .builders import CE_TARGETS, DG_TARGETS, PIPELINES
 from .runner import run_pipeline
@@ -24,7 +25,7 @@ HELP = {
     "lr-dg": "LR domain generalisation: trained on ImageNet at phi, evaluated on its four variants at phi",
 }
 ARG_HELP = {
-    "baseline": "CoOp, MaPLe, MMA or MMRL",
+    "baseline": "a registered baseline: {baselines}",
     "config": "baseline config: a name under the package's configs/trainers/BASELINE/ (e.g. vit_b16_ep50_ctxv1) "
               "or a YAML path",
     "loreal_config": "LOREAL config: a name under configs/trainers/BASELINE_LOREAL/ or a YAML path",
@@ -52,7 +53,8 @@ def add_parser(group: argparse._SubParsersAction) -> None:
                            help=f"comma-separated target datasets (default: {','.join(default)})")
             p.add_argument("--source", default="imagenet", help="source dataset (default: imagenet)")
         for arg in positionals:
-            p.add_argument(arg, type=int if arg in ("seed", "size") else str, help=ARG_HELP[arg])
+            p.add_argument(arg, type=int if arg in ("seed", "size") else str,
+                           help=ARG_HELP[arg].format(baselines=", ".join(list_baselines())))
         p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every stage")
         p.set_defaults(func=run, pipeline=name)
 

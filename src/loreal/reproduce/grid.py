@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..data.catalog import BASE_TO_NOVEL
-from ..demo import REAL_CONFIGS as PAPER_CONFIGS  # the paper's config per baseline (LOREAL's has the same name)
+from ..baselines import get_baseline, list_baselines
 from ..errors import ConfigError
-from ..pipeline import BASELINES, CE_TARGETS, DG_TARGETS, PIPELINES, Stage
+from ..pipeline import CE_TARGETS, DG_TARGETS, PIPELINES, Stage
 from .presets import PRESETS, apply_variant
 
 PAPER_SIZES = (96, 144, 192)
@@ -30,7 +30,7 @@ class Grid:
     root: str = "data"
     output: str = "output"
     benchmarks: tuple[str, ...] = tuple(PIPELINES)
-    baselines: tuple[str, ...] = BASELINES
+    baselines: tuple[str, ...] = field(default_factory=lambda: tuple(list_baselines()))
     sizes: tuple[int, ...] = PAPER_SIZES
     seeds: tuple[int, ...] = PAPER_SEEDS
     datasets: tuple[str, ...] = BASE_TO_NOVEL  # LR base-to-novel
@@ -49,7 +49,7 @@ class Grid:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
     def configs(self, baseline: str) -> tuple[str, str]:
-        cfg = self.config or PAPER_CONFIGS[baseline]
+        cfg = self.config or get_baseline(baseline).paper_config  # LOREAL's has the same name
         return cfg, self.loreal_config or cfg
 
 
@@ -67,7 +67,7 @@ def _known(kind: str, given: Sequence, valid: Sequence, flag: str) -> None:
 def validate(grid: Grid) -> None:
     """Clear errors for what the builders would only meet deep inside a run."""
     _known("benchmark", grid.benchmarks, list(PIPELINES), "--benchmarks")
-    _known("baseline", grid.baselines, BASELINES, "--baselines")
+    _known("baseline", grid.baselines, list_baselines(), "--baselines")
     if "lr-base2new" in grid.benchmarks:
         _known("dataset", grid.datasets, BASE_TO_NOVEL, "--datasets")
     if "lr-xd" in grid.benchmarks:
