@@ -336,3 +336,219 @@ def test_config_errors(promptable):
         PromptSRCLearner(promptable, CLASSNAMES, PromptSRCConfig(n_ctx_text=3, ctx_init="a photo"))
     learner = create_learner("PromptSRC", promptable, CLASSNAMES)
     assert learner.config == PromptSRCConfig()
+
+
+# ------------------------------------------------------------------------------------------- PromptSRC_LOREAL
+ATTRS = ["coat color", "body shape", "ear shape"]
+
+
+def loreal_reference_logits(clip_model, learner, images, content, order):
+    """The LOREAL prompt of every (image, class) pair, written out with ``clip.tokenize`` and filled by hand:
+    paper order ``X X X X <cls> with S1 A1 ... .``, official ``S1 A1 ... X X X X <cls>.`` (slots as ``X``
+    runs), then upstream's IVLP towers from the stock CLIP blocks. ``content`` is ``(B, K, M, D_t)``."""
+    n, m = learner.config.n_ctx_text, content.shape[2]
+    pairs = " ".join(" ".join(["X"] * m) + " " + a for a in ATTRS)
+    names = [c.replace("_", " ") for c in learner.classnames]
+    texts = [("X X X X " + c + " with " + pairs + "." if order == "paper" else pairs + " X X X X " + c + ".")
+             for c in names]
+    ids = torch.cat([clip.tokenize(t) for t in texts])
+    x_token = clip.tokenize("X")[0, 1]
+    ctx_start = 1 if order == "paper" else 1 + len(ATTRS) * (m + 2)  # every attribute here is two tokens
+    vpt = dict(learner.image_encoder.named_parameters())["VPT"]
+    image = reference_image_features(clip_model, images, shared_ctx=vpt,
+                                     deep_prompts=deep(learner.image_encoder, learner.config.prompt_depth_vision))
+    out = []
+    for b in range(images.shape[0]):
+        emb = clip_model.token_embedding(ids).clone()
+        emb[:, ctx_start:ctx_start + n] = learner.ctx
+        for c in range(len(names)):
+            xs = [int(i) for i in (ids[c] == x_token).nonzero() if not ctx_start <= int(i) < ctx_start + n]
+            assert len(xs) == len(ATTRS) * m
+            emb[c, xs] = content[b].reshape(-1, content.shape[-1]).to(emb.dtype)
+        text = reference_text_features(clip_model, emb, ids, deep_prompts=deep(learner.text_encoder,
+                                                                               learner.config.prompt_depth_text),
+                                       ctx_start=ctx_start)
+        out.append(reference_logits(clip_model, image[b:b + 1], text))
+    return torch.cat(out)
+
+
+@pytest.fixture(scope="module")
+def narrow(narrow_promptable):
+    return narrow_promptable
+
+
+def students(narrow, seeds=(11, 12)):
+    """α and β as after stages 1 and 2: the shipped depths (9/9), every prompt different between them."""
+    out = []
+    for seed in seeds:
+        learner = PromptSRCLearner(narrow, ["abyssinian", "american bulldog", "persian"], CFG)
+        randomise(learner, seed=seed, scale=0.05)
+        out.append(learner)
+    return out
+
+
+@pytest.mark.parametrize("order", ["paper", "official"])
+def test_loreal_students_equal_a_stock_block_reference(narrow, order):
+    from loreal.method import LorealConfig, LorealModel
+
+    alpha, beta = students(narrow)
+    model = LorealModel(narrow, alpha, beta, ATTRS, LorealConfig(k=3, prompt_order=order))
+    g = torch.Generator().manual_seed(3)
+    std_images, lr_images = torch.randn(2, 3, 224, 224, generator=g), torch.randn(2, 3, 96, 96, generator=g)
+    labels = torch.tensor([0, 2])
+    with torch.no_grad():
+        out = model.forward_train(std_images, lr_images, labels)
+        std, lr = model.encode_views(std_images, lr_images)
+        cond_alpha, cond_beta = model.conditions(std, lr)
+        clip_model = narrow.clip
+        want_alpha = loreal_reference_logits(clip_model, alpha, std_images, model.metanets(cond_alpha), order)
+        want_beta = loreal_reference_logits(clip_model, beta, lr_images, model.metanets(cond_beta), order)
+        inference = model(lr_images).main
+        want_inference = loreal_reference_logits(clip_model, beta, lr_images, model.metanets(lr.pooled), order)
+    assert not torch.allclose(want_alpha, want_beta, atol=1e-3)  # two different students
+    for got, want in ((out.alpha.logits.main, want_alpha), (out.beta.logits.main, want_beta),
+                      (inference, want_inference)):
+        assert (got - want).abs().max() <= 1e-4 * max(1.0, want.abs().max().item())
+
+
+@pytest.mark.parametrize("order", ["paper", "official"])
+def test_loreal_fast_text_path_equals_the_plain_path(narrow, order):
+    """Logits and meta-net gradients of the shared-prefix path against the plain path, for each student in
+    alternating calls as training makes them (α without a graph, β with one, then β's evaluation)."""
+    from loreal.method import LorealConfig, LorealModel, prefix_cache
+    from loreal.method.fast_text import choose_split
+    from loreal.method.text import encode_conditioned_text
+
+    prefix_cache.clear()
+    alpha, beta = students(narrow, seeds=(21, 22))
+    model = LorealModel(narrow, alpha, beta, ATTRS, LorealConfig(k=3, prompt_order=order))
+    g = torch.Generator().manual_seed(5)
+    std, lr = model.encode_views(torch.randn(3, 3, 224, 224, generator=g), torch.randn(3, 3, 96, 96, generator=g))
+    for learner, image, condition in ((alpha, std, lr.pooled), (beta, lr, std.pooled), (alpha, std, lr.pooled),
+                                      (beta, lr, lr.pooled)):
+        template = model.template_of(learner)
+        prompts = learner.build_prompts(template)
+        assert choose_split(prompts, 3, int(prompts.tokens.eot_index.max()) + 1) is not None  # fast path taken
+        results = []
+        for fast in (False, True):
+            content = model.metanets(condition)
+            text = encode_conditioned_text(narrow, learner, template, content, fast=fast, class_chunk=2 if fast else 0)
+            logits = learner.logits(image, text).main
+            weights = torch.linspace(-1, 1, logits.numel()).view_as(logits)
+            results.append((logits.detach(), torch.autograd.grad((logits * weights).sum(), list(model.metanets.parameters()))))
+        (plain, plain_grads), (fast, fast_grads) = results
+        assert ((fast - plain).abs().max() / plain.abs().max()).item() <= 1e-5
+        for gf, gp in zip(fast_grads, plain_grads):
+            assert ((gf - gp).abs().max() / gp.abs().max().clamp_min(1e-12)).item() <= 1e-5
+
+
+def test_loreal_cached_embeddings_equal_the_online_path(narrow):
+    """The vision prompts do not read the text side, so a student's image output is a function of the image:
+    training from the embedding cache (built once, as the shipped configs' CACHE True does) gives the online
+    step's loss and terms on the same views."""
+    from loreal.method import LorealConfig, LorealModel
+    from loreal.method.cache import build_cache
+
+    alpha, beta = students(narrow, seeds=(31, 32))
+    model = LorealModel(narrow, alpha, beta, ATTRS, LorealConfig(k=3))
+    g = torch.Generator().manual_seed(6)
+    views = [(torch.arange(3), torch.randn(3, 3, 224, 224, generator=g), torch.randn(3, 3, 96, 96, generator=g))
+             for _ in range(2)]
+    labels = [1, 0, 2]
+    cache = build_cache(model, lambda view: [views[view]], labels, views=2, parts={"test": 1})
+    for view, (indices, std_images, lr_images) in enumerate(views):
+        y = torch.as_tensor(labels)[indices]
+        online = model.forward_train(std_images, lr_images, y)
+        cached = model.training_step(*cache.lookup(indices, torch.full_like(indices, view), "cpu"), y)
+        assert torch.allclose(online.loss, cached.loss, atol=1e-5)
+        for term in ("ce", "hld", "lld"):
+            assert torch.allclose(online.terms[term], cached.terms[term], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- Dassl trainer
+@pytest.fixture(scope="module")
+def dassl_env(tmp_path_factory):
+    pytest.importorskip("dassl", reason="Dassl is not installed: the PromptSRC trainer cannot be tested")
+    from types import SimpleNamespace
+
+    from loreal.clip import build_tiny_clip
+    from loreal.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("promptsrc")
+    clip_file = root / "tiny_clip.pt"
+    torch.save(build_tiny_clip(seed=0, vision_width=64, text_width=64, embed_dim=32).state_dict(), clip_file)
+    write_synthetic_dataset(root / "data", "oxford_pets", num_classes=4, images_per_class=4, image_size=32)
+    return SimpleNamespace(root=root, clip=str(clip_file), data=str(root / "data"))
+
+
+def train_promptsrc(env, out, *opts, trainer="PromptSRC"):
+    """train.py's main in this process; returns the trainer (Dassl's stdout tee undone afterwards)."""
+    import importlib
+    import io
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    args = ["--root", env.data, "--seed", "1", "--trainer", trainer,
+            "--dataset-config-file", str(repo / "configs/datasets/oxford_pets.yaml"),
+            "--config-file", str(repo / "configs/trainers/PromptSRC/test_tiny.yaml"), "--output-dir", str(out),
+            "MODEL.BACKBONE.NAME", env.clip, "DATASET.SUBSAMPLE_CLASSES", "base", "INPUT.SIZE", "(96, 96)",
+            "DATASET.NUM_SHOTS", "2", *opts]
+    saved = sys.stdout
+    try:
+        return importlib.import_module("loreal.trainers.train").main(args)
+    finally:
+        tee, sys.stdout = sys.stdout, saved
+        if tee is not saved and hasattr(tee, "console"):
+            if tee.file is not None:
+                tee.file.close()
+            tee.file, tee.console = None, io.StringIO()
+
+
+@pytest.mark.dassl
+def test_trainer_swaps_in_the_gpa_prompts_and_resumes_the_aggregate(dassl_env, monkeypatch):
+    from loreal.checkpoints import read_checkpoint
+
+    snapshots = []
+    add = GaussianPromptAggregation.add
+
+    def recording_add(self, epoch, params):
+        params = list(params)
+        snapshots.append((epoch, {k: v.detach().clone() for k, v in params}))
+        add(self, epoch, params)
+
+    monkeypatch.setattr(GaussianPromptAggregation, "add", recording_add)
+    out = dassl_env.root / "run"
+    trainer = train_promptsrc(dassl_env, out, "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1")
+    weights = upstream_gauss_weights(2, 1, 1)
+    assert [e for e, _ in snapshots] == [0, 1]
+    final = trainer.learner.trainable_state_dict()
+    for key, value in final.items():
+        want = snapshots[0][1][key] * weights[0] + snapshots[1][1][key] * weights[1]
+        assert torch.allclose(value, want, atol=1e-6), key
+        assert not torch.allclose(value, snapshots[1][1][key], atol=1e-7), key  # the aggregate, not the last epoch
+    files = {e: read_checkpoint(str(out / "VLPromptLearner" / f"model.pth.tar-{e}")) for e in (1, 2)}
+    for key, value in final.items():
+        assert torch.equal(files[2]["state_dict"][key], value) and torch.equal(files[1]["state_dict"][key], snapshots[0][1][key])
+    assert files[1]["meta"]["gpa"]["epochs"] == [0] and files[2]["meta"]["gpa"]["epochs"] == [0, 1]
+
+    # Killed after epoch 1 and re-run: the aggregate continues from the checkpoint's, and is complete at the end.
+    (out / "VLPromptLearner" / "model.pth.tar-2").unlink()
+    (out / "VLPromptLearner" / "checkpoint").write_text("model.pth.tar-1\n")
+    snapshots.clear()
+    resumed = train_promptsrc(dassl_env, out, "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1")
+    assert [e for e, _ in snapshots] == [1] and resumed.gpa.complete
+    for key, value in resumed.learner.trainable_state_dict().items():
+        want = files[1]["state_dict"][key] * weights[0] + snapshots[0][1][key] * weights[1]
+        assert torch.allclose(value, want, atol=1e-6), key
+
+
+@pytest.mark.dassl
+def test_trainers_are_registered_and_the_loreal_one_wraps_promptsrc(dassl_env):
+    import loreal.trainers as T
+    from dassl.engine import TRAINER_REGISTRY
+
+    for name in ("PromptSRC", "LOREAL_PromptSRC", "PromptSRC_LOREAL"):
+        assert name in TRAINER_REGISTRY._obj_map
+    assert TRAINER_REGISTRY.get("PromptSRC_LOREAL").baseline == "PromptSRC"
+    assert issubclass(TRAINER_REGISTRY.get("PromptSRC_LOREAL"), T.LorealTrainer)

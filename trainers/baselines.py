@@ -1,9 +1,15 @@
-"""The four baseline trainers, under upstream's registered names and under clash-free ones.
+"""The baseline trainers, under upstream's registered names and under clash-free ones.
 
 Each names its learner; everything else (CLIP, precision, loss, checkpoints, evaluation) is
 :class:`~loreal.trainers.base.PromptTrainer` and the learner's own ``loss``/``logits``.
 """
 from __future__ import annotations
+
+import warnings
+
+from torch import nn
+
+from loreal.baselines.promptsrc import GaussianPromptAggregation
 
 from .base import PromptTrainer
 
@@ -39,7 +45,49 @@ class MMRL(PromptTrainer):
     baseline = "MMRL"
 
 
-TRAINERS: tuple[type[PromptTrainer], ...] = (CoOp, MaPLe, MMA, MultiModalAdapter, MMRL)
+class PromptSRC(PromptTrainer):
+    """PromptSRC: independent deep V-L prompts, self-regularised (Khattak et al., ICCV 2023). Saves ``VLPromptLearner``.
+
+    Its Gaussian-weighted prompt aggregation (GPA) is the only trainer state: after every epoch the prompts
+    join the aggregate, which replaces them after the last epoch (before the final checkpoint and test, as
+    upstream). The aggregate so far rides in each checkpoint's ``meta``, so a resumed run continues it.
+    """
+
+    baseline = "PromptSRC"
+
+    def build_model(self) -> None:
+        super().build_model()
+        config = self.learner_config
+        self.gpa = GaussianPromptAggregation(self.cfg.OPTIM.MAX_EPOCH, config.gpa_mean, config.gpa_std)
+        self._loaded_meta: dict = {}
+
+    def after_epoch(self) -> None:
+        self.gpa.add(self.epoch, self.learner.named_parameters())  # every rank: each holds the prompts
+        if self.epoch + 1 == self.max_epoch:
+            if self.gpa.complete:
+                print("Using the GPA prompts (Gaussian-weighted over epochs) for the final model")
+                self.learner.load_trainable_state_dict(self.gpa.result(), source="GPA")
+            else:
+                warnings.warn(f"PromptSRC's GPA saw epochs {[e + 1 for e in self.gpa.epochs]} of {self.max_epoch} (resumed "
+                              "from a checkpoint without its aggregate): keeping the last epoch's prompts", stacklevel=2)
+        super().after_epoch()
+
+    def checkpoint_meta(self) -> dict:
+        return {**super().checkpoint_meta(), "gpa": self.gpa.state_dict()}
+
+    def load_checkpoint_file(self, name: str, path: str, module: nn.Module | None = None) -> dict:
+        ckpt = super().load_checkpoint_file(name, path, module)
+        self._loaded_meta = ckpt.get("meta") or {}
+        return ckpt
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        start = super().resume_model_if_exist(directory)
+        if start and self._loaded_meta.get("gpa"):
+            self.gpa.load_state_dict(self._loaded_meta["gpa"])
+        return start
+
+
+TRAINERS: tuple[type[PromptTrainer], ...] = (CoOp, MaPLe, MMA, MultiModalAdapter, MMRL, PromptSRC)
 
 
 # The same trainers under names no upstream repository registers: inside a host whose own ``CoOp``
@@ -60,4 +108,8 @@ class LOREAL_MMRL(MMRL):  # noqa: N801
     """Our MMRL under a name no host registers."""
 
 
-CLASH_FREE: tuple[type[PromptTrainer], ...] = (LOREAL_CoOp, LOREAL_MaPLe, LOREAL_MMA, LOREAL_MMRL)
+class LOREAL_PromptSRC(PromptSRC):  # noqa: N801
+    """Our PromptSRC under a name no host registers."""
+
+
+CLASH_FREE: tuple[type[PromptTrainer], ...] = (LOREAL_CoOp, LOREAL_MaPLe, LOREAL_MMA, LOREAL_MMRL, LOREAL_PromptSRC)
