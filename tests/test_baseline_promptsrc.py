@@ -481,7 +481,7 @@ def dassl_env(tmp_path_factory):
     return SimpleNamespace(root=root, clip=str(clip_file), data=str(root / "data"))
 
 
-def train_promptsrc(env, out, *opts, trainer="PromptSRC"):
+def train_promptsrc(env, out, *opts, trainer="PromptSRC", size=96, seed=1):
     """train.py's main in this process; returns the trainer (Dassl's stdout tee undone afterwards)."""
     import importlib
     import io
@@ -489,10 +489,11 @@ def train_promptsrc(env, out, *opts, trainer="PromptSRC"):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    args = ["--root", env.data, "--seed", "1", "--trainer", trainer,
+    folder = "PromptSRC_LOREAL" if trainer.endswith("_LOREAL") else "PromptSRC"
+    args = ["--root", env.data, "--seed", str(seed), "--trainer", trainer,
             "--dataset-config-file", str(repo / "configs/datasets/oxford_pets.yaml"),
-            "--config-file", str(repo / "configs/trainers/PromptSRC/test_tiny.yaml"), "--output-dir", str(out),
-            "MODEL.BACKBONE.NAME", env.clip, "DATASET.SUBSAMPLE_CLASSES", "base", "INPUT.SIZE", "(96, 96)",
+            "--config-file", str(repo / f"configs/trainers/{folder}/test_tiny.yaml"), "--output-dir", str(out),
+            "MODEL.BACKBONE.NAME", env.clip, "DATASET.SUBSAMPLE_CLASSES", "base", "INPUT.SIZE", f"({size}, {size})",
             "DATASET.NUM_SHOTS", "2", *opts]
     saved = sys.stdout
     try:
@@ -552,3 +553,25 @@ def test_trainers_are_registered_and_the_loreal_one_wraps_promptsrc(dassl_env):
         assert name in TRAINER_REGISTRY._obj_map
     assert TRAINER_REGISTRY.get("PromptSRC_LOREAL").baseline == "PromptSRC"
     assert issubclass(TRAINER_REGISTRY.get("PromptSRC_LOREAL"), T.LorealTrainer)
+
+
+@pytest.mark.dassl
+def test_promptsrc_loreal_trains_over_two_distinct_student_runs(dassl_env, monkeypatch):
+    """Stages 1-3 through train.py in the shipped precision (PREC fp16: fp32 on the CPU): α at 224, β at 96
+    (another seed), then PromptSRC_LOREAL over both checkpoints, with the embedding cache of the config."""
+    from loreal.checkpoints import read_checkpoint
+
+    monkeypatch.setenv("LOREAL_CACHE", str(dassl_env.root / "cache"))
+    alpha_out, beta_out, loreal_out = (dassl_env.root / name for name in ("alpha", "beta", "loreal"))
+    train_promptsrc(dassl_env, alpha_out, trainer="LOREAL_PromptSRC", size=224, seed=1)
+    train_promptsrc(dassl_env, beta_out, trainer="LOREAL_PromptSRC", size=96, seed=2)
+    trainer = train_promptsrc(dassl_env, loreal_out, "TRAINER.LOREAL.ALPHA_CHECKPOINT", str(alpha_out),
+                              "TRAINER.LOREAL.BETA_CHECKPOINT", str(beta_out), trainer="PromptSRC_LOREAL", size=96)
+    model = trainer.model
+    for learner, out in ((model.alpha, alpha_out), (model.beta, beta_out)):
+        saved = read_checkpoint(str(out / "VLPromptLearner" / "model.pth.tar-1"))["state_dict"]
+        assert all(torch.equal(learner.trainable_state_dict()[k], v) for k, v in saved.items())
+    assert not torch.equal(model.alpha.ctx, model.beta.ctx) and model.alpha is not model.beta
+    assert trainer.cache is not None  # the shipped test_tiny config trains from cached embeddings
+    ckpt = read_checkpoint(str(loreal_out / "LOREAL" / "model.pth.tar-1"))
+    assert set(ckpt["meta"]["loreal"]["students"]) == {"alpha", "beta"} and ckpt["meta"]["baseline"] == "PromptSRC"
