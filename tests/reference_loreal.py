@@ -118,6 +118,23 @@ def _mma_image(model, learner, images):
     return {"pooled": model.visual.ln_post(v.permute(1, 0, 2)[:, 0]) @ model.visual.proj}
 
 
+def _vpt_shallow(module, depth):
+    """PromptSRC's per-block prompts ``transformer.resblocks.<i>.VPT_shallow``, i = 1 .. depth - 1, by key."""
+    params = dict(module.named_parameters())
+    return [params[f"transformer.resblocks.{i}.VPT_shallow"] for i in range(1, depth)]
+
+
+def _promptsrc_text(model, learner, emb, ids, ctx_start):
+    deep = _vpt_shallow(learner.text_encoder, learner.config.prompt_depth_text)  # replace the context span
+    return reference_text_features(model, emb, ids, deep_prompts=deep, ctx_start=ctx_start)
+
+
+def _promptsrc_image(model, learner, images):
+    vpt = dict(learner.image_encoder.named_parameters())["VPT"]  # appended after the position embedding
+    deep = _vpt_shallow(learner.image_encoder, learner.config.prompt_depth_vision)
+    return {"pooled": reference_image_features(model, images, shared_ctx=vpt, deep_prompts=deep)}
+
+
 def _mmrl_tokens(learner, projections):
     return [F.linear(learner.compound_rep_tokens, p.weight, p.bias) for p in projections]
 
@@ -165,6 +182,10 @@ REFERENCES: dict[str, BaselineReference] = {
         prompt=lambda learner: learner.config.text_ctx_init + " {}.",
         ctx=lambda learner: None,
         text=_mma_text, image=_mma_image, logits=_clip_logits),
+    "PromptSRC": BaselineReference(
+        prompt=lambda learner: learner.config.ctx_init + " {}.",  # its N_CTX_TEXT (<= 4) words become the context
+        ctx=lambda learner: learner.ctx,
+        text=_promptsrc_text, image=_promptsrc_image, logits=_clip_logits),
     "MMRL": BaselineReference(
         prompt=lambda learner: "a photo of a {}, a type of pet.",  # upstream's OxfordPets template
         ctx=lambda learner: None,

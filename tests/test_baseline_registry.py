@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from loreal.baselines import list_baselines, register_baseline
+from loreal.baselines import list_baselines, paper_baselines, register_baseline
 from loreal.baselines.coop import CoOpLearner
 from loreal.cli import main
 from loreal.pipeline.configs import trainer_config
@@ -141,6 +141,7 @@ def test_a_baseline_registered_from_outside_appears_everywhere(tmp_path):
     assert got["node"]["N_CTX"] == 16  # CoOpConfig's default, under the learner's own node
     assert [t for _, t in got["b2n"]] == ["LOREAL_Toy"] * 3 + ["Toy_LOREAL"] * 2 + ["LOREAL_Toy"] * 2
     assert got["xd"][:4] == ["TASK", "CD", "TRAINER.TOY.N_CTX", "2"]
-    assert got["grid"] == [[*list_baselines(), "Toy", "Late"], ["toy_paper", "toy_paper"]]
-    assert got["reproduce"] == ["Toy"] and got["world"] == [*list_baselines(), "Toy", "Late"]
+    # The grid's default is the paper's baselines; any other, registered from anywhere, runs on request
+    assert got["grid"] == [paper_baselines(), ["toy_paper", "toy_paper"]]
+    assert got["reproduce"] == ["Toy"] and got["world"] == paper_baselines()  # the default: the paper's
     assert got["demo"] == "Late" and got["bench"] == ["Toy", "Toy_LOREAL"]

@@ -141,6 +141,8 @@ class PromptTrainer(TrainerX):
         distributed.broadcast_parameters(module.parameters())
         self.register_model(name, module, self.optim, self.sched)
         self.scaler = grad_scaler() if self.precision == "amp" and self.device.type == "cuda" else None
+        if self.trains_learner:
+            self.learner.begin_training(cfg.OPTIM.MAX_EPOCH)
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         print(f"# params: {trainable:,} trainable ({name}) of {total:,}")
@@ -156,6 +158,12 @@ class PromptTrainer(TrainerX):
     def registered_module(self) -> tuple[str, nn.Module]:
         """``(name, module)`` registered with Dassl: optimised, scheduled, saved under ``<output>/<name>/``."""
         return self.learner.checkpoint_name, self.learner
+
+    @property
+    def trains_learner(self) -> bool:
+        """Whether this trainer trains its learner (a baseline trainer), not something around it (LOREAL's
+        meta-nets over frozen students): only then does it call the learner's training hooks."""
+        return self.registered_module()[1] is self.learner
 
     # ------------------------------------------------------------------- train
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -218,6 +226,8 @@ class PromptTrainer(TrainerX):
             super().init_writer(log_dir)
 
     def after_epoch(self) -> None:
+        if self.trains_learner:  # every rank holds the learner
+            self.learner.end_epoch(self.epoch)
         if distributed.is_main_process():  # validation and checkpoints: rank 0 (the others wait at the next step)
             super().after_epoch()
 
@@ -278,7 +288,8 @@ class PromptTrainer(TrainerX):
         return {"loreal_version": loreal.__version__, "baseline": self.baseline, "trainer": cfg.TRAINER.NAME,
                 "backbone": cfg.MODEL.BACKBONE.NAME, "backbone_digest": self.backbone_digest,
                 "image_size": self.image_size, "precision": self.precision,
-                "learner_config": to_mapping(self.learner_config), "config": cfg.dump()}
+                "learner_config": to_mapping(self.learner_config), "config": cfg.dump(),
+                **({"learner_state": self.learner.training_state()} if self.trains_learner else {})}
 
     def check_meta(self, meta: dict, path: str) -> None:
         """Refuse a checkpoint of another baseline or of other CLIP weights (upstream files have no meta)."""
@@ -341,6 +352,8 @@ class PromptTrainer(TrainerX):
                 self._scheds[name].load_state_dict(ckpt["scheduler"])
             if self.scaler is not None and ckpt.get("scaler"):  # else amp would restart at scale 65536
                 self.scaler.load_state_dict(ckpt["scaler"])
+            if self.trains_learner and (ckpt.get("meta") or {}).get("learner_state"):
+                self.learner.load_training_state(ckpt["meta"]["learner_state"])
             start_epoch = ckpt["epoch"]
         print(f"Previous epoch: {start_epoch}")
         return start_epoch

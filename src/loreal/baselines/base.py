@@ -125,6 +125,14 @@ class BaselineLearner(nn.Module, ABC):
             ``REG_WEIGHT``/``REP_DIM``); the pipelines pass them to every LR-CE/LR-DG run.
         bench_settings: config fields, beyond the defaults, that the shipped YAMLs set and a
             realistic stand-in model needs (the benchmarks' models; MMRL's ``rep_layers``).
+        in_paper: one of the paper's four baselines (CoOp, MaPLe, MMA, MMRL): the default set of
+            ``loreal reproduce`` and ``loreal world bench``, listed first; the others run on request.
+            Not inherited: a subclass (KgCoOp of CoOp) is not the paper's.
+
+    Training hooks (a trainer calls them while it trains this learner; never for frozen students):
+    :meth:`begin_training`, :meth:`end_epoch`, and :meth:`training_state` /
+    :meth:`load_training_state` for state beyond the parameters that a resumed run needs (PromptSRC's
+    prompt aggregation over epochs).
     """
 
     name: ClassVar[str]
@@ -135,6 +143,7 @@ class BaselineLearner(nn.Module, ABC):
     couples_towers: ClassVar[bool] = False
     cross_dataset_opts: ClassVar[tuple[str, ...]] = ()
     bench_settings: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    in_paper: ClassVar[bool] = False
 
     @classmethod
     def dataset_overrides(cls, dataset_name: str | None) -> dict[str, Any]:
@@ -263,6 +272,20 @@ class BaselineLearner(nn.Module, ABC):
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    # ----------------------------------------------------------- training hooks
+    def begin_training(self, max_epoch: int) -> None:
+        """Called once before a trainer trains this learner for ``max_epoch`` epochs. Default: nothing."""
+
+    def end_epoch(self, epoch: int) -> None:
+        """Called after each training epoch (0-based), before that epoch's checkpoint. Default: nothing."""
+
+    def training_state(self) -> dict:
+        """What a resumed run needs beyond the parameters (kept in the checkpoint's meta). Default: nothing."""
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restore :meth:`training_state` when a run resumes."""
+
 
 _REGISTRY: dict[str, type[BaselineLearner]] = {}
 
@@ -284,17 +307,26 @@ def register_baseline(cls: type[BaselineLearner]) -> type[BaselineLearner]:
 
 
 def list_baselines() -> list[str]:
-    """Every registered baseline: this package's, in the order of their module names (CoOp, MaPLe, MMA,
-    MMRL), then any registered from elsewhere, in registration order."""
+    """Every registered baseline: the paper's four (CoOp, MaPLe, MMA, MMRL), then this package's others,
+    each in the order of their module names, then any registered from elsewhere, in registration order."""
     _import_builtin()
     order = list(_REGISTRY)
 
     def key(name: str) -> tuple:
-        module = _REGISTRY[name].__module__
-        builtin = module.rpartition(".")[0] == __package__
-        return (not builtin, module if builtin else "", order.index(name))
+        cls = _REGISTRY[name]
+        builtin = cls.__module__.rpartition(".")[0] == __package__
+        return (not builtin, not _in_paper(cls), cls.__module__ if builtin else "", order.index(name))
 
     return sorted(_REGISTRY, key=key)
+
+
+def paper_baselines() -> list[str]:
+    """The paper's baselines (``in_paper``), in :func:`list_baselines` order: the grids' default set."""
+    return [name for name in list_baselines() if _in_paper(_REGISTRY[name])]
+
+
+def _in_paper(cls: type[BaselineLearner]) -> bool:
+    return bool(vars(cls).get("in_paper", False))  # set by the class itself: KgCoOp subclasses CoOp, not the paper
 
 
 def get_baseline(name: str) -> type[BaselineLearner]:

@@ -112,6 +112,7 @@ class CoOpLearner(BaselineLearner):
     config_cls = CoOpConfig
     checkpoint_name = "prompt_learner"
     paper_config = "vit_b16_ep50_ctxv1"
+    in_paper = True
 
     def __init__(self, clip: PromptableCLIP, classnames: Sequence[str], config: CoOpConfig,
                  dataset: str | None = None) -> None:

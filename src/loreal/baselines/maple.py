@@ -80,6 +80,7 @@ class MaPLeLearner(BaselineLearner):
     config_cls = MaPLeConfig
     checkpoint_name = "MultiModalPromptLearner"
     paper_config = "vit_b16_c2_ep5_batch4_2ctx"
+    in_paper = True
     couples_towers = True
 
     def __init__(self, clip: PromptableCLIP, classnames: Sequence[str], config: MaPLeConfig,

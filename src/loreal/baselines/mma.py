@@ -84,6 +84,7 @@ class MMALearner(BaselineLearner):
     config_cls: ClassVar[type] = MMAConfig
     checkpoint_name: ClassVar[str] = "adapter_learner"
     paper_config: ClassVar[str] = "vit_b16_ep5"
+    in_paper = True
     bench_settings: ClassVar[Mapping[str, Any]] = MappingProxyType(
         {"adapter_start": 5, "adapter_scale": 0.001, "text_ctx_init": "a photo of a"})
 

@@ -109,6 +109,7 @@ class MMRLLearner(BaselineLearner):
     config_cls: ClassVar[type] = MMRLConfig
     checkpoint_name: ClassVar[str] = "MultiModalRepresentationLearner"
     paper_config: ClassVar[str] = "vit_b16"
+    in_paper = True
     couples_towers: ClassVar[bool] = True
     # upstream's cross-dataset scripts fix these against its per-dataset table (EuroSAT's REP_DIM 2048)
     cross_dataset_opts: ClassVar[tuple[str, ...]] = ("TRAINER.MMRL.REG_WEIGHT", "0.2", "TRAINER.MMRL.REP_DIM", "512")

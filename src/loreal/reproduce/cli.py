@@ -17,7 +17,7 @@ import os
 import shlex
 import sys
 
-from ..baselines import list_baselines
+from ..baselines import list_baselines, paper_baselines
 from ..errors import ConfigError
 from ..pipeline import run_state
 from . import manifest
@@ -90,7 +90,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--output", default="output", help="output folder of every run (default: output)")
     g.add_argument("--benchmarks", nargs="+", metavar="NAME", help="lr-base2new lr-xd lr-dg (default: all three)")
     g.add_argument("--baselines", nargs="+", metavar="NAME",
-                   help=f"{' '.join(list_baselines())} (default: all of them)")
+                   help=f"{' '.join(list_baselines())} (default: the paper's, {' '.join(paper_baselines())})")
     g.add_argument("--sizes", nargs="+", type=int, metavar="PHI", help="φ values (default: 96 144 192)")
     g.add_argument("--seeds", nargs="+", type=int, metavar="N", help="seeds (default: 1 2 3)")
     g.add_argument("--datasets", nargs="+", metavar="NAME", help="LR base-to-novel datasets (default: the 11)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..data.catalog import BASE_TO_NOVEL
-from ..baselines import get_baseline, list_baselines
+from ..baselines import get_baseline, list_baselines, paper_baselines
 from ..errors import ConfigError
 from ..pipeline import CE_TARGETS, DG_TARGETS, PIPELINES, Stage
 from .presets import PRESETS, apply_variant
@@ -30,7 +30,7 @@ class Grid:
     root: str = "data"
     output: str = "output"
     benchmarks: tuple[str, ...] = tuple(PIPELINES)
-    baselines: tuple[str, ...] = field(default_factory=lambda: tuple(list_baselines()))
+    baselines: tuple[str, ...] = field(default_factory=lambda: tuple(paper_baselines()))
     sizes: tuple[int, ...] = PAPER_SIZES
     seeds: tuple[int, ...] = PAPER_SEEDS
     datasets: tuple[str, ...] = BASE_TO_NOVEL  # LR base-to-novel
