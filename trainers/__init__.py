@@ -2,7 +2,7 @@
 
 Upstream names are registered only where still free: imported into a host repository (an upstream
 ``train.py`` that registered its own ``CoOp``), the host's class stays, with a warning naming it;
-our baselines are always reachable as ``LOREAL_CoOp``, ``LOREAL_MaPLe``, ``LOREAL_MMA``, ``LOREAL_MMRL``.
+our baselines are always reachable as ``LOREAL_<name>`` (``LOREAL_CoOp``, ``LOREAL_MaPLe``, ...).
 Only this package, ``loreal.datasets`` and ``train.py`` import Dassl.
 """
 import warnings
@@ -12,13 +12,13 @@ from dassl.engine import TRAINER_REGISTRY
 from loreal.datasets.registry import register_if_absent
 
 from .base import PromptTrainer
-from .baselines import CLASH_FREE, MMA, MMRL, TRAINERS, CoOp, MaPLe, MultiModalAdapter
+from .baselines import CLASH_FREE, MMA, MMRL, TRAINERS, CoOp, KgCoOp, MaPLe, MultiModalAdapter
 from .compat import build_lr_scheduler, undo_dassl_logging_disable
 from .config import extend_cfg, get_cfg, register_config, setup_cfg
 from .loreal import LorealTrainer, make_loreal_trainer
 
 LOREAL_TRAINERS: tuple[type[LorealTrainer], ...] = tuple(
-    make_loreal_trainer(name) for name in ("CoOp", "MaPLe", "MMA", "MMRL"))
+    make_loreal_trainer(name) for name in ("CoOp", "MaPLe", "MMA", "MMRL", "KgCoOp"))
 
 undo_dassl_logging_disable()  # before registering: a kept host class is logged
 _kept = [cls for cls in TRAINERS + LOREAL_TRAINERS + CLASH_FREE
@@ -29,5 +29,5 @@ if _kept:
                   + "; upstream's refuse image sizes other than 224, so run the low-resolution stages with the "
                   "LOREAL_ names (loreal pipeline does)")
 
-__all__ = ["CLASH_FREE", "LorealTrainer", "LOREAL_TRAINERS", "PromptTrainer", "CoOp", "MaPLe", "MMA", "MultiModalAdapter", "MMRL", "TRAINERS",
+__all__ = ["CLASH_FREE", "LorealTrainer", "LOREAL_TRAINERS", "PromptTrainer", "CoOp", "KgCoOp", "MaPLe", "MMA", "MultiModalAdapter", "MMRL", "TRAINERS",
            "build_lr_scheduler", "extend_cfg", "get_cfg", "register_config", "setup_cfg"]

@@ -1,4 +1,4 @@
-"""The four baseline trainers, under upstream's registered names and under clash-free ones.
+"""The baseline trainers, under upstream's registered names and under clash-free ones.
 
 Each names its learner; everything else (CLIP, precision, loss, checkpoints, evaluation) is
 :class:`~loreal.trainers.base.PromptTrainer` and the learner's own ``loss``/``logits``.
@@ -39,7 +39,14 @@ class MMRL(PromptTrainer):
     baseline = "MMRL"
 
 
-TRAINERS: tuple[type[PromptTrainer], ...] = (CoOp, MaPLe, MMA, MultiModalAdapter, MMRL)
+class KgCoOp(PromptTrainer):
+    """KgCoOp: CoOp kept near hand-written prompts (Yao et al., CVPR 2023; config ``TRAINER.KGCOOP``). Saves
+    ``prompt_learner``."""
+
+    baseline = "KgCoOp"
+
+
+TRAINERS: tuple[type[PromptTrainer], ...] = (CoOp, MaPLe, MMA, MultiModalAdapter, MMRL, KgCoOp)
 
 
 # The same trainers under names no upstream repository registers: inside a host whose own ``CoOp``
@@ -60,4 +67,8 @@ class LOREAL_MMRL(MMRL):  # noqa: N801
     """Our MMRL under a name no host registers."""
 
 
-CLASH_FREE: tuple[type[PromptTrainer], ...] = (LOREAL_CoOp, LOREAL_MaPLe, LOREAL_MMA, LOREAL_MMRL)
+class LOREAL_KgCoOp(KgCoOp):  # noqa: N801
+    """Our KgCoOp under a name no host registers."""
+
+
+CLASH_FREE: tuple[type[PromptTrainer], ...] = (LOREAL_CoOp, LOREAL_MaPLe, LOREAL_MMA, LOREAL_MMRL, LOREAL_KgCoOp)

@@ -235,7 +235,7 @@ def create_learner(name: str, clip: PromptableCLIP, classnames: Sequence[str], c
 
 
 def _import_builtin() -> None:
-    from . import coop, maple, mma, mmrl  # noqa: F401  (registration side effect)
+    from . import coop, kgcoop, maple, mma, mmrl  # noqa: F401  (registration side effect)
 
 
 class PromptModel(nn.Module):
