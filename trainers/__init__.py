@@ -12,13 +12,13 @@ from dassl.engine import TRAINER_REGISTRY
 from loreal.datasets.registry import register_if_absent
 
 from .base import PromptTrainer
-from .baselines import CLASH_FREE, MMA, MMRL, TRAINERS, CoOp, KgCoOp, MaPLe, MultiModalAdapter
+from .baselines import CLASH_FREE, MMA, MMRL, TRAINERS, CoCoOp, CoOp, KgCoOp, MaPLe, MultiModalAdapter
 from .compat import build_lr_scheduler, undo_dassl_logging_disable
 from .config import extend_cfg, get_cfg, register_config, setup_cfg
 from .loreal import LorealTrainer, make_loreal_trainer
 
 LOREAL_TRAINERS: tuple[type[LorealTrainer], ...] = tuple(
-    make_loreal_trainer(name) for name in ("CoOp", "MaPLe", "MMA", "MMRL", "KgCoOp"))
+    make_loreal_trainer(name) for name in ("CoOp", "MaPLe", "MMA", "MMRL", "KgCoOp", "CoCoOp"))
 
 undo_dassl_logging_disable()  # before registering: a kept host class is logged
 _kept = [cls for cls in TRAINERS + LOREAL_TRAINERS + CLASH_FREE
@@ -29,5 +29,5 @@ if _kept:
                   + "; upstream's refuse image sizes other than 224, so run the low-resolution stages with the "
                   "LOREAL_ names (loreal pipeline does)")
 
-__all__ = ["CLASH_FREE", "LorealTrainer", "LOREAL_TRAINERS", "PromptTrainer", "CoOp", "KgCoOp", "MaPLe", "MMA", "MultiModalAdapter", "MMRL", "TRAINERS",
+__all__ = ["CLASH_FREE", "LorealTrainer", "LOREAL_TRAINERS", "PromptTrainer", "CoCoOp", "CoOp", "KgCoOp", "MaPLe", "MMA", "MultiModalAdapter", "MMRL", "TRAINERS",
            "build_lr_scheduler", "extend_cfg", "get_cfg", "register_config", "setup_cfg"]

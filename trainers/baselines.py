@@ -46,7 +46,14 @@ class KgCoOp(PromptTrainer):
     baseline = "KgCoOp"
 
 
-TRAINERS: tuple[type[PromptTrainer], ...] = (CoOp, MaPLe, MMA, MultiModalAdapter, MMRL, KgCoOp)
+class CoCoOp(PromptTrainer):
+    """CoCoOp: CoOp's context shifted per image by a meta-net (Zhou et al., CVPR 2022; KaiyangZhou/CoOp). Saves
+    ``prompt_learner``."""
+
+    baseline = "CoCoOp"
+
+
+TRAINERS: tuple[type[PromptTrainer], ...] = (CoOp, MaPLe, MMA, MultiModalAdapter, MMRL, KgCoOp, CoCoOp)
 
 
 # The same trainers under names no upstream repository registers: inside a host whose own ``CoOp``
@@ -71,4 +78,9 @@ class LOREAL_KgCoOp(KgCoOp):  # noqa: N801
     """Our KgCoOp under a name no host registers."""
 
 
-CLASH_FREE: tuple[type[PromptTrainer], ...] = (LOREAL_CoOp, LOREAL_MaPLe, LOREAL_MMA, LOREAL_MMRL, LOREAL_KgCoOp)
+class LOREAL_CoCoOp(CoCoOp):  # noqa: N801
+    """Our CoCoOp under a name no host registers."""
+
+
+CLASH_FREE: tuple[type[PromptTrainer], ...] = (LOREAL_CoOp, LOREAL_MaPLe, LOREAL_MMA, LOREAL_MMRL, LOREAL_KgCoOp,
+                                               LOREAL_CoCoOp)

@@ -9,6 +9,10 @@ learner's ``state_dict`` is exactly what it trains. Per call it hands out:
 * a text plan and an image plan (deep prompts, inserted tokens, side branches) for
   :class:`~loreal.clip.PromptableCLIP`;
 * logits from the image output and text features, and the baseline's own training loss.
+
+An image-conditioned learner (CoCoOp) also fills slots of its own from each image's output:
+:meth:`BaselineLearner.condition_prompts` returns the prompts with per-image slot content
+(``PromptBatch.image_slots``), written where LOREAL writes its attribute slots, image by image.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..clip import EMPTY_PLAN, PromptableCLIP, TowerPlan, VisualOutput
-from ..clip.prompt import PromptTemplate, TokenizedPrompts
+from ..clip.prompt import PromptTemplate, TokenizedPrompts, fill_slot
 from ..errors import CheckpointError, ConfigError
 
 
@@ -34,12 +38,27 @@ class PromptBatch:
         tokens: token ids, EOT positions and slot positions of ``template``.
         plan: edits and side branches for the text tower.
         template: the template these prompts were built from.
+        image_slots: slot name -> ``(B, n, D)`` content of image b for every class (CoCoOp's shifted
+            context), written over ``embeddings`` per image; empty: the prompts are the same for
+            every image.
     """
 
     embeddings: torch.Tensor
     tokens: TokenizedPrompts
     plan: TowerPlan
     template: PromptTemplate
+    image_slots: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.embeddings.shape[0]
+
+    def for_image(self, index: int) -> torch.Tensor:
+        """``(C, L, D)`` prompts of image ``index``: its image slots written (the embeddings if none)."""
+        out = self.embeddings
+        for name, content in self.image_slots.items():
+            out = fill_slot(out, self.tokens.slot_starts[name], content[index])
+        return out
 
 
 @dataclass
@@ -75,19 +94,21 @@ def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor, sca
 
 
 class BaselineLearner(nn.Module, ABC):
-    """Base class of the baseline prompt learners (CoOp, MaPLe, MMA, MMRL).
+    """Base class of the baseline prompt learners (CoOp, MaPLe, MMA, MMRL, KgCoOp, CoCoOp).
 
     Class attributes:
         name: registry name, also the Dassl trainer name (``"MaPLe"``).
         config_cls: the frozen dataclass of its settings (``yacs_node`` says where they live).
         checkpoint_name: the name upstream registers with Dassl, so checkpoints keep their layout.
         couples_towers: the image plan depends on text-side parameters (MaPLe, MMRL).
+        image_conditioned: the prompts depend on the image (CoCoOp): see :meth:`condition_prompts`.
     """
 
     name: ClassVar[str]
     config_cls: ClassVar[type]
     checkpoint_name: ClassVar[str]
     couples_towers: ClassVar[bool] = False
+    image_conditioned: ClassVar[bool] = False
 
     def __init__(self, clip: PromptableCLIP, classnames: Sequence[str], config: Any, dataset: str | None = None) -> None:
         """Args: clip: the shared frozen CLIP; classnames: raw names (``_`` allowed); config: an
@@ -139,6 +160,12 @@ class BaselineLearner(nn.Module, ABC):
         tokens = self.tokenize(template)
         embeddings = self.fill_prompts(self.clip.embed_tokens(tokens.token_ids), tokens)
         return PromptBatch(embeddings, tokens, self.text_plan(tokens), template)
+
+    def condition_prompts(self, prompts: PromptBatch, image: VisualOutput) -> PromptBatch:
+        """The prompts for a batch of images: image-conditioned learners put per-image content of their
+        slots in ``image_slots`` (read from :meth:`image_summary`'s output, so the embedding cache serves
+        them). Default: the prompts as they are, shared by every image."""
+        return prompts
 
     def set_classnames(self, classnames: Sequence[str]) -> None:
         """Switch classes (base -> new); only class-dependent token ids change."""
@@ -235,7 +262,7 @@ def create_learner(name: str, clip: PromptableCLIP, classnames: Sequence[str], c
 
 
 def _import_builtin() -> None:
-    from . import coop, kgcoop, maple, mma, mmrl  # noqa: F401  (registration side effect)
+    from . import cocoop, coop, kgcoop, maple, mma, mmrl  # noqa: F401  (registration side effect)
 
 
 class PromptModel(nn.Module):
@@ -261,6 +288,16 @@ class PromptModel(nn.Module):
         self._text_cache = (key, feats) if use_cache else None
         return feats
 
+    def conditioned_text_features(self, image: VisualOutput) -> torch.Tensor:
+        """``(B, C, E)`` for an image-conditioned learner: image by image, as upstream CoCoOp loops (one
+        image's C prompts in memory at a time)."""
+        prompts = self.learner.condition_prompts(self.learner.build_prompts(), image)
+        eot = prompts.tokens.eot_index
+        return torch.stack([self.clip.encode_text(prompts.for_image(b), eot, prompts.plan).pooled
+                            for b in range(image.pooled.shape[0])])
+
     def forward(self, images: torch.Tensor) -> Logits:
         image = self.clip.encode_image(images, self.learner.image_plan())
+        if self.learner.image_conditioned:
+            return self.learner.logits(image, self.conditioned_text_features(image))
         return self.learner.logits(image, self.text_features())

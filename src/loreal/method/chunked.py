@@ -40,11 +40,11 @@ def class_slice(prompts: PromptBatch, classes: slice | torch.Tensor) -> PromptBa
     tokens = prompts.tokens
     sub = type(tokens)(tokens.token_ids[classes], tokens.eot_index[classes],
                        {k: v[classes] for k, v in tokens.slot_starts.items()}, tokens.slot_lengths)
-    return PromptBatch(prompts.embeddings[classes], sub, prompts.plan, prompts.template)
+    return PromptBatch(prompts.embeddings[classes], sub, prompts.plan, prompts.template, prompts.image_slots)
 
 
 def class_chunks(prompts: PromptBatch, chunk: int) -> Iterator[tuple[slice, PromptBatch]]:
-    num_cls = prompts.embeddings.shape[0]
+    num_cls = prompts.num_classes
     for start in range(0, num_cls, chunk):
         classes = slice(start, min(start + chunk, num_cls))
         yield classes, class_slice(prompts, classes)
@@ -103,7 +103,7 @@ def encode_chunked(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Te
     learner of ``prompts``, lets every pass reuse frozen prefixes, chunk by chunk). Only ``content``
     receives gradients: the prompts and the tower must be frozen.
     """
-    if chunk <= 0 or chunk >= prompts.embeddings.shape[0]:
+    if chunk <= 0 or chunk >= prompts.num_classes:
         return encode_prompts(clip, prompts, content, fast, owner=owner)
     return _ChunkedFeatures.apply(content, clip, prompts, chunk, fast, owner)
 
@@ -172,13 +172,13 @@ class ChunkedText:
     @staticmethod
     def _key(prompts: PromptBatch, content: torch.Tensor) -> tuple:
         # α and β are one baseline: a class costs the same in either student
-        return content.shape[0], prompts.embeddings.shape[0], content.dtype
+        return content.shape[0], prompts.num_classes, content.dtype
 
     def chunk(self, clip: PromptableCLIP, learner: BaselineLearner, prompts: PromptBatch,
               content: torch.Tensor) -> int:
         """``CLASS_CHUNK`` if set, else the largest chunk under ``MEMORY_BUDGET`` (measured once per key)."""
         cfg = self.config
-        num_cls = prompts.embeddings.shape[0]
+        num_cls = prompts.num_classes
         if cfg.class_chunk > 0 or cfg.memory_budget <= 0:
             return cfg.class_chunk
         key = self._key(prompts, content)

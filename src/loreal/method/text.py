@@ -9,19 +9,24 @@ from ..clip.prompt import PromptTemplate, fill_slot
 from .prompt import attribute_slot
 
 
-def fill_attribute_slots(embeddings: torch.Tensor, tokens, content: torch.Tensor) -> torch.Tensor:
+def fill_attribute_slots(embeddings: torch.Tensor, tokens, content: torch.Tensor,
+                         image_slots: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Write per-image slot content into per-class prompts.
 
     Args:
         embeddings: ``(C, L, D)`` baseline prompts (its own slots filled).
         tokens: their :class:`~loreal.clip.prompt.TokenizedPrompts` (attribute slot positions).
         content: ``(B, K, M, D)`` meta-net output.
+        image_slots: the baseline's own per-image slots (``PromptBatch.image_slots``, CoCoOp's
+            context), slot name -> ``(B, n, D)``.
 
     Returns:
         ``(B, C, L, D)``: prompt of class c for image b.
     """
     batch = content.shape[0]
     out = embeddings.unsqueeze(0).expand(batch, *embeddings.shape)
+    for name, own in (image_slots or {}).items():
+        out = fill_slot(out, tokens.slot_starts[name], own)
     for k in range(content.shape[1]):
         out = fill_slot(out, tokens.slot_starts[attribute_slot(k)], content[:, k])
     return out
@@ -29,7 +34,7 @@ def fill_attribute_slots(embeddings: torch.Tensor, tokens, content: torch.Tensor
 
 def encode_plain(clip: PromptableCLIP, prompts, content: torch.Tensor, cut_at_eot: bool = True) -> torch.Tensor:
     """The reference path: all B·C filled prompts through the text tower; ``(B, C, E)``."""
-    filled = fill_attribute_slots(prompts.embeddings, prompts.tokens, content)
+    filled = fill_attribute_slots(prompts.embeddings, prompts.tokens, content, prompts.image_slots)
     batch, num_cls, length, dim = filled.shape
     eot = prompts.tokens.eot_index.repeat(batch)
     out = clip.encode_text(filled.reshape(batch * num_cls, length, dim), eot, prompts.plan, cut_at_eot=cut_at_eot)
