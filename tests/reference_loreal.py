@@ -85,6 +85,7 @@ class BaselineReference:
     text: Callable  # (model, learner, embeddings (N, 77, D), token_ids (N, 77), ctx_start) -> (N, E)
     image: Callable  # (model, learner, images) -> dict of image features
     logits: Callable  # (model, learner, image dict, text (B, C, E)) -> (main, unseen)
+    image_ctx: Callable | None = None  # (learner, image dict) -> (B, n, D_t) context per image (CoCoOp), or None
 
 
 def _scaled_cos(img, txt, scale):
@@ -94,6 +95,14 @@ def _scaled_cos(img, txt, scale):
 def _clip_logits(model, learner, image, text):
     logits = _scaled_cos(image["pooled"], text, model.logit_scale.exp())
     return logits, logits
+
+
+def _cocoop_ctx(learner, image):
+    """Upstream CoCoOp: ``ctx + meta_net(image / |image|)``, Linear - ReLU - Linear, one shift per image."""
+    x = F.normalize(image["pooled"].float(), dim=-1)
+    net = learner.meta_net
+    bias = F.linear(F.relu(F.linear(x, net.linear1.weight, net.linear1.bias)), net.linear2.weight, net.linear2.bias)
+    return learner.ctx[None] + bias[:, None]
 
 
 def _stock_text(model, learner, emb, ids, ctx_start, deep=()):
@@ -162,13 +171,22 @@ def _mmrl_logits(model, learner, image, text):
     return a * logits + (1 - a) * logits_rep, logits
 
 
+def _context_prompt(learner) -> str:
+    return " ".join([PLACEHOLDER] * learner.ctx.shape[-2]) + " {}."
+
+
+def _stock_image(model, learner, images):
+    return {"pooled": reference_image_features(model, images)}
+
+
 REFERENCES: dict[str, BaselineReference] = {
-    "CoOp": BaselineReference(
-        prompt=lambda learner: " ".join([PLACEHOLDER] * learner.ctx.shape[-2]) + " {}.",
-        ctx=lambda learner: learner.ctx,
-        text=_stock_text,
-        image=lambda model, learner, images: {"pooled": reference_image_features(model, images)},
-        logits=_clip_logits),
+    "CoOp": BaselineReference(prompt=_context_prompt, ctx=lambda learner: learner.ctx, text=_stock_text,
+                              image=_stock_image, logits=_clip_logits),
+    # KgCoOp's prompts are CoOp's; its distance to the hand-written prompts only shapes its own training
+    "KgCoOp": BaselineReference(prompt=_context_prompt, ctx=lambda learner: learner.ctx, text=_stock_text,
+                                image=_stock_image, logits=_clip_logits),
+    "CoCoOp": BaselineReference(prompt=_context_prompt, ctx=lambda learner: learner.ctx, text=_stock_text,
+                                image=_stock_image, logits=_clip_logits, image_ctx=_cocoop_ctx),
     "MaPLe": BaselineReference(
         prompt=lambda learner: learner.config.ctx_init + " {}.",  # the context replaces its first N_CTX words
         ctx=lambda learner: learner.ctx,
@@ -203,10 +221,11 @@ def student_logits(model, ref: BaselineReference, learner, image: dict, conditio
     ids = openai_clip.tokenize([p.text for p in prompts])
     x_id = _TOKENIZER.encode(PLACEHOLDER)[0]  # the slots are placeholder tokens before they are filled
     base = clip_model.token_embedding(ids).float()
-    ctx = ref.ctx(learner)
+    per_image = ref.image_ctx(learner, image) if ref.image_ctx is not None else None
     rows = []
     for b in range(content.shape[0]):
         emb = base.clone()
+        ctx = per_image[b] if per_image is not None else ref.ctx(learner)
         for c, p in enumerate(prompts):
             if ctx is not None:
                 emb[c, p.ctx_start:p.ctx_start + ctx.shape[0]] = ctx

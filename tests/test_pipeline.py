@@ -99,7 +99,7 @@ def test_xd_and_dg_share_alpha_beta_loreal_and_evaluate_every_target():
 
 def test_pipelines_table_and_bad_input(tmp_path):
     assert set(PIPELINES) == {"lr-base2new", "lr-xd", "lr-dg"}
-    with pytest.raises(ConfigError, match="unknown baseline 'CLIP'.*CoOp, MaPLe, MMA, MMRL"):
+    with pytest.raises(ConfigError, match="unknown baseline 'CLIP'.*CoOp, MaPLe, MMA, MMRL, CoCoOp, KgCoOp, PromptSRC"):
         lr_base2new("CLIP", "x", "x", "oxford_pets", 1, 96, root="d")
     with pytest.raises(MissingFileError, match=r"no config trainers/CoOp_LOREAL/nope\.yaml.*shipped: .*test_tiny"):
         lr_base2new("CoOp", "test_tiny", "nope", "oxford_pets", 1, 96, root="d")

@@ -74,7 +74,7 @@ def test_preset_variants_get_their_own_folders_and_opts_only_for_loreal():
 
 @pytest.mark.parametrize("argv, message", [
     (["--benchmarks", "lr-b2n"], "unknown benchmark 'lr-b2n': --benchmarks takes lr-base2new, lr-xd, lr-dg"),
-    (["--baselines", "CoCoOp"], "unknown baseline 'CoCoOp': --baselines takes CoOp, MaPLe, MMA, MMRL"),
+    (["--baselines", "ProGrad"], "unknown baseline 'ProGrad': --baselines takes CoOp, MaPLe, MMA, MMRL, CoCoOp, KgCoOp, PromptSRC"),
     (["--datasets", "pets"], "unknown dataset 'pets': --datasets takes imagenet, caltech101"),
     (["--benchmarks", "lr-dg", "--dg-targets", "imagenet_c"], "unknown domain-generalisation target 'imagenet_c'"),
     (["--preset", "table7"], "unknown preset 'table7': --preset takes table6, dim, temp, m, lambda"),

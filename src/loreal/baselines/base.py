@@ -34,6 +34,10 @@ benchmarks' choices, the drop-in registration in a host repository) reads it. A 
    towers and logits from the stock blocks), which ``tests/test_loreal_reference.py`` requires of
    every registered baseline. The registry-wide tests (shipped configs, the pipeline dry run, the
    embedding cache where its LOREAL configs turn it on) pick it up by themselves.
+
+An image-conditioned learner (CoCoOp) also fills slots of its own from each image's output:
+:meth:`BaselineLearner.condition_prompts` returns the prompts with per-image slot content
+(``PromptBatch.image_slots``), written where LOREAL writes its attribute slots, image by image.
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..clip import EMPTY_PLAN, PromptableCLIP, TowerPlan, VisualOutput
-from ..clip.prompt import PromptTemplate, TokenizedPrompts
+from ..clip.prompt import PromptTemplate, TokenizedPrompts, fill_slot
 from ..errors import CheckpointError, ConfigError
 
 
@@ -63,12 +67,27 @@ class PromptBatch:
         tokens: token ids, EOT positions and slot positions of ``template``.
         plan: edits and side branches for the text tower.
         template: the template these prompts were built from.
+        image_slots: slot name -> ``(B, n, D)`` content of image b for every class (CoCoOp's shifted
+            context), written over ``embeddings`` per image; empty: the prompts are the same for
+            every image.
     """
 
     embeddings: torch.Tensor
     tokens: TokenizedPrompts
     plan: TowerPlan
     template: PromptTemplate
+    image_slots: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.embeddings.shape[0]
+
+    def for_image(self, index: int) -> torch.Tensor:
+        """``(C, L, D)`` prompts of image ``index``: its image slots written (the embeddings if none)."""
+        out = self.embeddings
+        for name, content in self.image_slots.items():
+            out = fill_slot(out, self.tokens.slot_starts[name], content[index])
+        return out
 
 
 @dataclass
@@ -110,7 +129,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class BaselineLearner(nn.Module, ABC):
-    """Base class of the baseline prompt learners (CoOp, MaPLe, MMA, MMRL).
+    """Base class of the baseline prompt learners (CoOp, MaPLe, MMA, MMRL, CoCoOp, KgCoOp, PromptSRC).
 
     Class attributes (the baseline's facts; nothing outside its module repeats them):
         name: registry name, also the Dassl trainer name (``"MaPLe"``).
@@ -128,6 +147,7 @@ class BaselineLearner(nn.Module, ABC):
         in_paper: one of the paper's four baselines (CoOp, MaPLe, MMA, MMRL): the default set of
             ``loreal reproduce`` and ``loreal world bench``, listed first; the others run on request.
             Not inherited: a subclass (KgCoOp of CoOp) is not the paper's.
+        image_conditioned: the prompts depend on the image (CoCoOp): see :meth:`condition_prompts`.
 
     Training hooks (a trainer calls them while it trains this learner; never for frozen students):
     :meth:`begin_training`, :meth:`end_epoch`, and :meth:`training_state` /
@@ -144,6 +164,7 @@ class BaselineLearner(nn.Module, ABC):
     cross_dataset_opts: ClassVar[tuple[str, ...]] = ()
     bench_settings: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     in_paper: ClassVar[bool] = False
+    image_conditioned: ClassVar[bool] = False
 
     @classmethod
     def dataset_overrides(cls, dataset_name: str | None) -> dict[str, Any]:
@@ -203,6 +224,12 @@ class BaselineLearner(nn.Module, ABC):
         tokens = self.tokenize(template)
         embeddings = self.fill_prompts(self.clip.embed_tokens(tokens.token_ids), tokens)
         return PromptBatch(embeddings, tokens, self.text_plan(tokens), template)
+
+    def condition_prompts(self, prompts: PromptBatch, image: VisualOutput) -> PromptBatch:
+        """The prompts for a batch of images: image-conditioned learners put per-image content of their
+        slots in ``image_slots`` (read from :meth:`image_summary`'s output, so the embedding cache serves
+        them). Default: the prompts as they are, shared by every image."""
+        return prompts
 
     def set_classnames(self, classnames: Sequence[str]) -> None:
         """Switch classes (base -> new); only class-dependent token ids change."""
@@ -375,6 +402,16 @@ class PromptModel(nn.Module):
         self._text_cache = (key, feats) if use_cache else None
         return feats
 
+    def conditioned_text_features(self, image: VisualOutput) -> torch.Tensor:
+        """``(B, C, E)`` for an image-conditioned learner: image by image, as upstream CoCoOp loops (one
+        image's C prompts in memory at a time)."""
+        prompts = self.learner.condition_prompts(self.learner.build_prompts(), image)
+        eot = prompts.tokens.eot_index
+        return torch.stack([self.clip.encode_text(prompts.for_image(b), eot, prompts.plan).pooled
+                            for b in range(image.pooled.shape[0])])
+
     def forward(self, images: torch.Tensor) -> Logits:
         image = self.clip.encode_image(images, self.learner.image_plan())
+        if self.learner.image_conditioned:
+            return self.learner.logits(image, self.conditioned_text_features(image))
         return self.learner.logits(image, self.text_features())

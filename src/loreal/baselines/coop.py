@@ -118,7 +118,7 @@ class CoOpLearner(BaselineLearner):
                  dataset: str | None = None) -> None:
         super().__init__(clip, classnames, config, dataset)
         width = clip.text_width
-        ctx_init = config.ctx_init.replace("_", " ").strip()
+        ctx_init = self.init_words(config).replace("_", " ").strip()
         rest = ""
         if ctx_init:
             # Upstream: n_ctx = word count, ctx = embeddings of that many leading tokens; no CSC.
@@ -140,9 +140,14 @@ class CoOpLearner(BaselineLearner):
         self.n_ctx = n_ctx
         self.ctx = nn.Parameter(ctx)
         self._pieces, self._template = self._layout(config.class_token_position, n_ctx, rest)
-        logger.info("CoOp: %s context, %d token(s), init %r, class token %s; %d trainable parameters",
+        logger.info("%s: %s context, %d token(s), init %r, class token %s; %d trainable parameters", self.name,
                     "class-specific" if self.ctx.dim() == 3 else "generic", n_ctx,
                     ctx_init or " ".join([PLACEHOLDER] * n_ctx), config.class_token_position, self.num_trainable())
+
+    @staticmethod
+    def init_words(config) -> str:
+        """The words the context starts from ("" for a random init); KgCoOp reads its switch here."""
+        return config.ctx_init
 
     @staticmethod
     def _layout(position: str, n_ctx: int, rest: str) -> tuple[list[tuple[str, int, int]], PromptTemplate]:

@@ -30,7 +30,7 @@ from ..baselines.base import BaselineLearner, PromptBatch
 from ..clip import PromptableCLIP
 from ..errors import ConfigError
 from .config import LorealConfig
-from .text import class_chunks, class_slice, encode_prompts
+from .text import class_chunks, class_slice, encode_prompts, image_slice
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def encode_chunked(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Te
     learner of ``prompts``, lets every pass reuse frozen prefixes, chunk by chunk). Only ``content``
     receives gradients: the prompts and the tower must be frozen.
     """
-    if chunk <= 0 or chunk >= prompts.embeddings.shape[0]:
+    if chunk <= 0 or chunk >= prompts.num_classes:
         return encode_prompts(clip, prompts, content, fast, owner=owner)
     return _ChunkedFeatures.apply(content, clip, prompts, chunk, fast, owner)
 
@@ -124,8 +124,9 @@ def bytes_per_class(clip: PromptableCLIP, prompts: PromptBatch, content: torch.T
 
     def at(images: int) -> float:
         leaf = content[:images].detach().requires_grad_()  # a graph even where the caller has none
+        few = image_slice(probe, slice(0, images))
         with torch.enable_grad():
-            return graph_bytes(lambda: encode_prompts(clip, probe, leaf, fast)) / len(longest)
+            return graph_bytes(lambda: encode_prompts(clip, few, leaf, fast)) / len(longest)
 
     one = at(1)
     if batch == 1:
@@ -180,7 +181,7 @@ class ChunkedText:
         """``CLASS_CHUNK`` if set, else the largest chunk under ``MEMORY_BUDGET`` for this batch size and
         pass (the graph per class measured once per batch size, classes and dtype; 0 = all classes)."""
         cfg = self.config
-        num_cls = prompts.embeddings.shape[0]
+        num_cls = prompts.num_classes
         if cfg.class_chunk > 0 or cfg.memory_budget <= 0:
             return cfg.class_chunk
         # Each student trained with a graph keeps its last chunk's until the backward pass: with MUTUAL_HLD

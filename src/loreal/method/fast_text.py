@@ -6,7 +6,9 @@ classes, LOREAL encodes B·C prompts, but
 * in the paper's order (``<ctx> [CLS] with S1 A1 ...``) everything before the first attribute slot
   is the same for every image: computed once per class (``rows = classes``);
 * in the official order (``S1 A1 ... <ctx> [CLS]``) everything before the first class-dependent
-  token is the same for every class: computed once per image (``rows = images``).
+  token is the same for every class: computed once per image (``rows = images``). So is it for a
+  baseline whose context is per image (CoCoOp) in either order: its per-image slots count as
+  attribute slots, so a per-class prefix ends before them.
 
 The prefix runs once per row; each (image, class) pair runs only its remainder, attending to the
 prefix's keys and values, which are never copied per pair (the pair axis is folded into the query
@@ -43,7 +45,9 @@ def choose_split(prompts: PromptBatch, num_attributes: int, cut: int) -> _Split 
     """Pick the prefix that saves most: before the first attribute slot, or before the first
     class-dependent position. ``None`` when neither saves anything."""
     starts = prompts.tokens.slot_starts
-    first_slot = min(int(starts[attribute_slot(k)].min()) for k in range(num_attributes))
+    # the baseline's per-image slots (CoCoOp's context) count as attribute slots: never in a per-class prefix
+    names = [attribute_slot(k) for k in range(num_attributes)] + list(prompts.image_slots)
+    first_slot = min(int(starts[name].min()) for name in names)
     emb = prompts.embeddings[:, :cut]
     varies = (emb != emb[:1]).any(-1).any(0)  # positions that differ between classes
     first_class_dep = int(varies.nonzero()[0]) if bool(varies.any()) else cut
@@ -73,7 +77,7 @@ def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, ow
             once and reused while nothing that shapes it changes (:mod:`.prefix_cache`).
         class_offset: ``prompts`` are the owner's classes from this index on (a chunk of them).
     """
-    num_cls = prompts.embeddings.shape[0]
+    num_cls = prompts.num_classes
     cut = int(prompts.tokens.eot_index.max()) + 1
     split = choose_split(prompts, content.shape[1], cut)
     if split is None:
@@ -89,7 +93,7 @@ def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, 
                               {k: v[classes] for k, v in tokens.slot_starts.items()}, tokens.slot_lengths)
     batch, p = content.shape[0], split.length
     pos = clip.clip.positional_embedding[:cut].to(clip.dtype)
-    filled = fill_attribute_slots(emb, sub_tokens, content) + pos  # (B, C, cut, D)
+    filled = fill_attribute_slots(emb, sub_tokens, content, prompts.image_slots) + pos  # (B, C, cut, D)
     if split.by_class:
         prefix = emb[:, :p] + pos[:p]  # (C, P, D): no image-dependent token before P
         suffix = filled[:, :, p:].transpose(0, 1)  # (C, B, S, D): rows first

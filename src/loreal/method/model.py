@@ -1,7 +1,7 @@
 """The LOREAL wrapper: two frozen baseline students that share one set of attribute meta-nets.
 
 It speaks only the baseline protocol (:mod:`loreal.baselines.base`), so the same code serves
-CoOp, MaPLe, MMA and MMRL. Student α sees the standard view, β the LR view; with cross-bridging
+every baseline (CoOp, MaPLe, MMA, MMRL, KgCoOp, CoCoOp). Student α sees the standard view, β the LR view; with cross-bridging
 α's prompt is filled from β's image embedding and β's from α's. Inference keeps the LR path only:
 β's own embedding fills its prompt.
 """
@@ -115,7 +115,9 @@ class LorealModel(nn.Module):
         """
         content = self.metanets(condition)
         with torch.set_grad_enabled(torch.is_grad_enabled() and logits_grad):
-            text = self.text(self.clip, learner, learner.build_prompts(self.template_of(learner)), content)
+            # an image-conditioned student (CoCoOp) fills its own slots from the image it scores
+            prompts = learner.condition_prompts(learner.build_prompts(self.template_of(learner)), image)
+            text = self.text(self.clip, learner, prompts, content)
             logits = learner.logits(image, text)
         return StudentOutput(logits, content)
 
