@@ -84,14 +84,16 @@ def shipped_configs(trainer: str) -> list[str]:
 
 
 def default_config(trainer: str) -> str:
-    """The config a row takes by default: the shortest name shipped for both the baseline and its
-    ``*_LOREAL`` (the base-to-novel config, e.g. CoOp's ``vit_b16_ep50``), else the trainer's own shortest.
+    """The config a row takes by default: the baseline's ``paper_config`` (shipped for it and its ``*_LOREAL``),
+    else the shortest name shipped for both, else the trainer's own shortest.
 
     Raises:
         ConfigError: nothing is shipped for ``trainer``.
     """
     baseline = baseline_of(trainer)
     own = shipped_configs(trainer)
+    if get_baseline(baseline).paper_config in own:
+        return get_baseline(baseline).paper_config
     both = sorted(set(shipped_configs(baseline)) & set(shipped_configs(baseline + LOREAL_SUFFIX)))
     candidates = both or own
     if not candidates:
