@@ -158,7 +158,7 @@ def test_loreal_rows_run_two_distinct_students(clip_file):
 def test_configs_are_the_shipped_yamls():
     trainers = trainers_of()
     assert trainers == [t for b in list_baselines() for t in (b, f"{b}_LOREAL")]
-    assert default_config("CoOp") == default_config("CoOp_LOREAL") == "vit_b16_ep50"
+    assert default_config("CoOp") == default_config("CoOp_LOREAL") == "vit_b16_ep50_ctxv1"  # its paper config
     assert "test_tiny" not in shipped_configs("CoOp")
     chosen = choose_configs(trainers_of(["MMA"]), ["MMA_LOREAL=vit_b16_ep5_imnet"])
     assert chosen == {"MMA": "vit_b16_ep5", "MMA_LOREAL": "vit_b16_ep5_imnet"}
