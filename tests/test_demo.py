@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from loreal.demo import format_table, table_rows, world_stages
+from loreal.demo import format_table, table_rows
+from loreal.world.stages import world_stages
 
 SIZE_OPT = "INPUT.SIZE"
 

@@ -9,39 +9,11 @@ With ``--backbone ViT-B/16 --root DATA`` it runs the real configs on a real data
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
-from .errors import ConfigError, LorealError, MissingFileError
-
-WORLD_CONFIG = "world"
-WORLD_DATASET = "loreal_world"
-# The world's stages run one thread each: on its tiny CLIP, OpenMP's spin-waiting costs ten times the CPU
-# time of a training step on a busy machine (0.71 s against 0.06 s per CoOp step, measured).
-WORLD_ENV = {"OMP_NUM_THREADS": "1"}
-
-
-def world_stages(baseline: str, size: int, seed: int, *, root: str, output: str, backbone: str, std_size: int,
-                 loreal_config: str = WORLD_CONFIG, opts: Sequence[str] = ()) -> list:
-    """The pipeline's stages on the world: α is the baseline trained at the world's standard size, which is
-    the β stage of the pipeline at ``std_size`` (the builders' own α is CLIP's 224), passed on as ``alpha``.
-
-    One stage more than the builder's: ``alpha_std_new``, α on the new classes at the standard size (its
-    base accuracy there is the ``alpha`` run's own test), which shows how strong the teacher is on what it sees.
-    """
-    from .pipeline import lr_base2new
-
-    opts = ["MODEL.BACKBONE.NAME", backbone, *opts]
-    standard = {s.name: s for s in lr_base2new(baseline, WORLD_CONFIG, loreal_config, WORLD_DATASET, seed, std_size,
-                                                root=root, output=output, opts=opts)}
-    alpha = replace(standard["beta"], name="alpha")
-    teacher = replace(standard["beta_new"], name="alpha_std_new")
-    return [alpha, teacher] + lr_base2new(baseline, WORLD_CONFIG, loreal_config, WORLD_DATASET, seed, size, root=root,
-                                          output=output, alpha=alpha.output_dir, opts=opts)
-
+from .errors import ConfigError
+from .pipeline.local import check_jobs, default_jobs, run_stages
+from .world.stages import WORLD_ENV, world_stages
 
 def real_stages(baseline: str, dataset: str, size: int, seed: int, *, root: str, output: str, backbone: str,
                 shots: int) -> list:
@@ -51,62 +23,6 @@ def real_stages(baseline: str, dataset: str, size: int, seed: int, *, root: str,
     config = get_baseline(baseline).paper_config  # and its LOREAL counterpart (same file name)
     return lr_base2new(baseline, config, config, dataset, seed, size, root=root,
                        output=output, shots=shots, opts=["MODEL.BACKBONE.NAME", backbone])
-
-
-def run_stages(stages: Sequence, *, env: dict | None = None, log: Callable[[str], None] = print,
-               jobs: int = 1) -> dict[str, float]:
-    """Run the stages through the pipeline runner; ``{stage name: accuracy}`` of every finished stage.
-
-    ``jobs`` > 1 runs independent stages side by side (e.g. α and β), each a process of its own; the
-    world's stages are single-threaded, so one job per core.
-    """
-    execute_stages(stages, env=env, log=log, jobs=jobs)
-    return accuracies(stages)
-
-
-def execute_stages(stages: Sequence, *, env: dict | None = None, log: Callable[[str], None] = print,
-                   jobs: int = 1, label: str = "stages") -> None:
-    """Run ``stages`` (needs first; a stage listed twice runs once); raises naming the first failure."""
-    from .pipeline import run_pipeline
-
-    if importlib.util.find_spec("dassl") is None:
-        raise MissingFileError("the pipeline runs train.py, which needs Dassl: install it from "
-                               "https://github.com/KaiyangZhou/Dassl.pytorch (README, 'Installing')")
-    check_jobs(jobs)
-    env = {"PYTHONWARNINGS": "ignore", **(env or {})}
-    unique = list({s.output_dir: s for s in stages}.values())
-    if jobs > 1:
-        from .reproduce.execute import LocalBackend, execute
-
-        report = execute(unique, LocalBackend([env] * jobs), label=label)
-        if not report.ok:
-            raise LorealError(report.summary())
-        log(report.summary())
-        return
-    results = run_pipeline(unique, env=env, log=log, quiet=True)
-    failed = [r for r in results if not r.ok]
-    if failed:
-        r = failed[0]
-        raise LorealError(f"stage '{r.stage.name}' {r.status} (log: {r.log_path}):\n{r.tail}")
-
-
-def check_jobs(jobs: int) -> None:
-    """Refuse fewer than one stage at a time (the demo and the bench check before any costly work)."""
-    if jobs < 1:
-        raise ConfigError(f"--jobs {jobs}: give at least 1")
-
-
-def accuracies(stages: Sequence) -> dict[str, float]:
-    """``{stage name: accuracy}`` read from the finished stages' logs."""
-    from .report.logs import parse_log
-
-    accuracy = {}
-    for stage in stages:
-        value = parse_log(Path(stage.output_dir) / "log.txt")
-        if value is None:
-            raise LorealError(f"stage '{stage.name}' finished but {stage.output_dir}/log.txt reports no accuracy")
-        accuracy[stage.name] = value
-    return accuracy
 
 
 def table_rows(baseline: str, size: int, std_size: int, acc: dict[str, float],
@@ -187,8 +103,3 @@ def add_parser(subparsers) -> None:
                    help="world stages run side by side, one core each (default: the cores this process may use, "
                         "at most 4)")
     p.set_defaults(func=run)
-
-
-def default_jobs() -> int:
-    """One single-threaded world stage per usable core; a pipeline never has more than 4 ready at once."""
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

@@ -104,7 +104,8 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
               log: Callable[[str], None] = print, jobs: int = 1) -> dict:
     """Run (or resume) the bench; ``jobs`` stages side by side. The table is rewritten after every seed."""
     from ..clip import load_clip
-    from ..demo import WORLD_ENV, accuracies, check_jobs, execute_stages, world_stages
+    from ..pipeline.local import accuracies, check_jobs, execute_stages
+    from .stages import WORLD_ENV, world_stages
 
     check_jobs(jobs)
     from .dataset import write_world_dataset

@@ -37,7 +37,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> None:
     from ..baselines import list_baselines, paper_baselines
-    from ..demo import default_jobs
+    from ..pipeline.local import default_jobs
 
     p = subparsers.add_parser("world", help="the procedural low-resolution world: pre-train its CLIP, write it, bench")
     sub = p.add_subparsers(dest="subcommand", required=True)
