@@ -241,7 +241,8 @@ def test_a_second_train_py_on_a_held_folder_is_refused_touching_nothing(tmp_path
         before = snapshot(out)
         proc = subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=300)
         assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-        assert proc.stderr.startswith(f"train.py: error: {out} is being run by pid {os.getpid()} on host "
-                                      f"{this_host()}")
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("train.py: error:")]
+        assert errors and errors[0].startswith(f"train.py: error: {out} is being run by pid {os.getpid()} on host "
+                                               f"{this_host()}"), proc.stderr[-2000:]
         assert "another --output-dir" in proc.stderr and "Traceback" not in proc.stderr
         assert snapshot(out) == before  # log.txt neither renamed nor appended to, nothing written
