@@ -36,6 +36,13 @@ def narrow_promptable():
     return PromptableCLIP(build_tiny_clip(seed=0, embed_dim=32, vision_width=64, text_width=64))
 
 
+@pytest.fixture(scope="module")
+def images():
+    """Two images at CLIP's 224 and at φ = 96 (seeded): what the baseline equality tests score."""
+    g = torch.Generator().manual_seed(1)
+    return {size: torch.randn(2, 3, size, size, generator=g) for size in (224, 96)}
+
+
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)

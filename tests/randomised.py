@@ -19,3 +19,11 @@ def randomised_learner(promptable, name, seed, classes=CLASSES):
 
 def relative_error(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def set_random(learner, seed=0, scale=0.1):
+    """Every learned value drawn afresh (far from any init, so a zero/identity bug cannot pass)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in learner.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)

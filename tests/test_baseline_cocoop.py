@@ -15,24 +15,16 @@ from loreal.baselines.cocoop import CoCoOpConfig, CoCoOpLearner
 from loreal.config import from_mapping, to_mapping, yacs_defaults
 from loreal.errors import CheckpointError, ConfigError
 from learner_logits import CUT_TOL
-from randomised import relative_error
+from randomised import relative_error, set_random
 from reference_clip import reference_image_features, reference_text_features
 
 CLASSNAMES = ["golden_retriever", "aeroplane", "sea urchin", "cat"]
 TOKENIZER = clip.simple_tokenizer.SimpleTokenizer()
 
 
-@pytest.fixture(scope="module")
-def images():
-    g = torch.Generator().manual_seed(1)
-    return {size: torch.randn(2, 3, size, size, generator=g) for size in (224, 96)}
-
-
 def randomise(learner, seed=0):
-    g = torch.Generator().manual_seed(seed)
+    set_random(learner, seed)
     with torch.no_grad():
-        for p in learner.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
         learner.meta_net.linear1.bias.add_(0.3)  # keep the few hidden units of a tiny CLIP's meta-net alive
 
 

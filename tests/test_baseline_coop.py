@@ -8,24 +8,11 @@ from loreal.baselines.base import PromptModel
 from loreal.config import from_mapping, to_mapping, yacs_defaults
 from loreal.errors import CheckpointError, ConfigError
 from learner_logits import assert_matches, ours
+from randomised import set_random
 from reference_clip import reference_image_features, reference_logits, reference_text_features
 
 CLASSNAMES = ["golden_retriever", "aeroplane", "sea urchin", "cat"]
 TOKENIZER = clip.simple_tokenizer.SimpleTokenizer()
-
-
-@pytest.fixture(scope="module")
-def images():
-    g = torch.Generator().manual_seed(1)
-    return {size: torch.randn(2, 3, size, size, generator=g) for size in (224, 96)}
-
-
-def randomise(learner, seed=0):
-    """Learned values far from any init, so a zero/identity bug cannot pass."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in learner.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
 def upstream_prompts(clip_model, classnames, ctx, prompt_prefix, n_ctx, position):
@@ -63,7 +50,7 @@ def reference(clip_model, learner, images, position="end", prompt_prefix=None):
 @pytest.mark.parametrize("position", ["end", "middle", "front"])
 def test_logits_equal_upstream(tiny_clip, promptable, images, size, position):
     learner = CoOpLearner(promptable, CLASSNAMES, CoOpConfig(n_ctx=5, class_token_position=position))
-    randomise(learner)
+    set_random(learner)
     want = reference(tiny_clip, learner, images[size], position)
     assert want.shape == (2, len(CLASSNAMES))
     assert_matches(promptable, learner, images[size], want)
@@ -73,7 +60,7 @@ def test_logits_equal_upstream(tiny_clip, promptable, images, size, position):
 def test_class_specific_context(tiny_clip, promptable, images, position):
     learner = CoOpLearner(promptable, CLASSNAMES, CoOpConfig(n_ctx=4, csc=True, class_token_position=position))
     assert learner.ctx.shape == (len(CLASSNAMES), 4, promptable.text_width)
-    randomise(learner, seed=3)
+    set_random(learner, seed=3)
     for size in (224, 96):
         want = reference(tiny_clip, learner, images[size], position)
         assert_matches(promptable, learner, images[size], want)
@@ -86,7 +73,7 @@ def test_word_init(tiny_clip, promptable, images, init, prefix):
     n_ctx = len(prefix.split())  # upstream: the word count, even where a word has several tokens
     assert learner.n_ctx == n_ctx and learner.ctx.shape == (n_ctx, promptable.text_width)  # CSC ignored
     assert torch.equal(learner.ctx.detach(), tiny_clip.token_embedding(ids[1:1 + n_ctx]))
-    randomise(learner, seed=5)
+    set_random(learner, seed=5)
     for size in (224, 96):
         want = reference(tiny_clip, learner, images[size], prompt_prefix=prefix)
         assert_matches(promptable, learner, images[size], want)
@@ -131,7 +118,7 @@ def test_template_ids_middle_front(promptable, position, layout):
 
 def test_middle_with_one_context_token(tiny_clip, promptable, images):
     learner = CoOpLearner(promptable, CLASSNAMES, CoOpConfig(n_ctx=1, class_token_position="middle"))
-    randomise(learner)
+    set_random(learner)
     want = reference(tiny_clip, learner, images[224], "middle")
     assert_matches(promptable, learner, images[224], want)
 
@@ -157,7 +144,7 @@ def test_gradients_reach_ctx_only(tiny_clip, promptable, images):
 
 def test_trainable_state_round_trip(promptable, images):
     learner = CoOpLearner(promptable, CLASSNAMES, CoOpConfig(n_ctx=3))
-    randomise(learner)
+    set_random(learner)
     state = learner.trainable_state_dict()
     assert list(state) == ["ctx"]
     clip_params = {id(p) for p in promptable.parameters()}
@@ -169,7 +156,7 @@ def test_trainable_state_round_trip(promptable, images):
 
 def test_upstream_checkpoint_loads(tiny_clip, promptable, images):
     learner = CoOpLearner(promptable, CLASSNAMES, CoOpConfig())
-    randomise(learner, seed=7)
+    set_random(learner, seed=7)
     names = [n.replace("_", " ") for n in CLASSNAMES]
     emb = tiny_clip.token_embedding(torch.cat([clip.tokenize("X " * 16 + n + ".") for n in names]))
     # Dassl saves the registered learner's state dict: ctx plus the class-dependent buffers (fp16 upstream).
@@ -239,7 +226,7 @@ def test_csc_cannot_switch_classes(promptable):
 def test_fill_prompts_with_leading_dims(promptable):
     """A batch of prompt sets (…, C, L, D), e.g. per image, gets the same per-class context."""
     learner = CoOpLearner(promptable, CLASSNAMES, CoOpConfig(n_ctx=2, csc=True, class_token_position="middle"))
-    randomise(learner)
+    set_random(learner)
     tokens = learner.tokenize()
     emb = promptable.embed_tokens(tokens.token_ids)
     single = learner.fill_prompts(emb, tokens)

@@ -15,23 +15,11 @@ from loreal.baselines.kgcoop import KGCOOP_TEMPLATES, KgCoOpConfig, KgCoOpLearne
 from loreal.config import from_mapping, to_mapping, yacs_defaults
 from loreal.errors import CheckpointError, ConfigError
 from learner_logits import CUT_TOL, ours
+from randomised import set_random
 from reference_clip import reference_image_features, reference_logits, reference_text_features
 
 CLASSNAMES = ["golden_retriever", "aeroplane", "sea urchin", "cat"]
 TOKENIZER = clip.simple_tokenizer.SimpleTokenizer()
-
-
-@pytest.fixture(scope="module")
-def images():
-    g = torch.Generator().manual_seed(1)
-    return {size: torch.randn(2, 3, size, size, generator=g) for size in (224, 96)}
-
-
-def randomise(learner, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in learner.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
 def upstream_prompts(clip_model, ctx, prompt_prefix, n_ctx):
@@ -70,7 +58,7 @@ def upstream_forward(clip_model, ctx, prompt_prefix, n_ctx, images, dataset):
 def test_logits_equal_upstream(tiny_clip, promptable, images, size, cfg, prefix):
     learner = KgCoOpLearner(promptable, CLASSNAMES, cfg, dataset="OxfordPets")
     assert learner.n_ctx == len(prefix.split())
-    randomise(learner)
+    set_random(learner)
     want, _ = upstream_forward(tiny_clip, learner.ctx.detach(), prefix, learner.n_ctx, images[size], "OxfordPets")
     got = ours(promptable, learner, images[size])
     assert got.shape == want.shape == (2, len(CLASSNAMES))
@@ -87,7 +75,7 @@ def test_word_init_is_upstreams(tiny_clip, promptable):
 @pytest.mark.parametrize("dataset", ["OxfordPets", "DescribableTextures", "dtd"])
 def test_training_step_loss_and_gradients_equal_upstream(tiny_clip, promptable, images, dataset):
     learner = KgCoOpLearner(promptable, CLASSNAMES, KgCoOpConfig(ctx_init=True, w=8.0), dataset=dataset)
-    randomise(learner, seed=3)
+    set_random(learner, seed=3)
     labels = torch.tensor([2, 0])
     loss, terms = learner.loss(PromptModel(promptable, learner)(images[224]), labels, images[224])
     loss.backward()
@@ -166,7 +154,7 @@ def upstream_module(tiny_clip, ctx):
 
 def test_upstream_checkpoint_loads(tiny_clip, promptable, images):
     learner = KgCoOpLearner(promptable, CLASSNAMES, KgCoOpConfig(ctx_init=True))
-    randomise(learner, seed=7)
+    set_random(learner, seed=7)
     upstream = upstream_module(tiny_clip, learner.ctx.detach()).half()  # fp16 upstream (PREC fp16)
     state = upstream.state_dict()
     assert set(state) == {"ctx", "bias_vectors", "meta_net.linear1.weight", "meta_net.linear1.bias",
@@ -183,7 +171,7 @@ def test_upstream_checkpoint_loads(tiny_clip, promptable, images):
 def test_our_checkpoint_loads_upstream(tiny_clip, promptable):
     """Upstream's load_model drops the token buffers and loads with strict=False: our file fills ctx."""
     learner = KgCoOpLearner(promptable, CLASSNAMES, KgCoOpConfig(ctx_init=True))
-    randomise(learner, seed=8)
+    set_random(learner, seed=8)
     ours_state = learner.trainable_state_dict()
     assert list(ours_state) == ["ctx"]
     upstream = upstream_module(tiny_clip, torch.zeros_like(learner.ctx))
@@ -263,7 +251,7 @@ def test_loreal_two_distinct_students_equal_a_stock_clip_reference(narrow_prompt
     for seed in (11, 12):
         learner = create_learner("KgCoOp", narrow_promptable, CLASSNAMES, KgCoOpConfig(ctx_init=True, w=8.0),
                                  dataset="OxfordPets")
-        randomise(learner, seed)
+        set_random(learner, seed)
         students.append(learner)
     alpha, beta = students
     assert not torch.equal(alpha.ctx, beta.ctx)
