@@ -59,11 +59,12 @@ def parts_for(model, size, paths, views):
             "size": size, "views": views, "images": paths}
 
 
-def test_cached_and_online_losses_agree_on_the_same_views(promptable, image_files):
-    model = make_model(promptable)
+def assert_cached_equals_online(model, image_files, tag, gradients=False):
+    """Two views of every image, cached and online: the same loss and terms (and meta-net gradients); the cache."""
     labels = [i % 3 for i in range(len(image_files))]
     pairs = pairs_for(image_files, 96)
-    cache = build_cache(model, pairs, labels, views=2, parts={"test": 1})
+    cache = build_cache(model, pairs, labels, views=2, parts={"test": tag})
+    params = list(model.metanets.parameters())
     for view in range(2):
         indices, std_images, lr_images = pairs(view)[0]
         y = torch.as_tensor(labels)[indices]
@@ -73,6 +74,15 @@ def test_cached_and_online_losses_agree_on_the_same_views(promptable, image_file
         assert torch.allclose(online.loss, cached.loss, atol=1e-5)
         for term in ("ce", "hld", "lld"):
             assert torch.allclose(online.terms[term], cached.terms[term], atol=1e-5)
+        if gradients:
+            for g, h in zip(torch.autograd.grad(online.loss, params), torch.autograd.grad(cached.loss, params)):
+                assert torch.allclose(g, h, atol=1e-5)
+    return cache
+
+
+def test_cached_and_online_losses_agree_on_the_same_views(promptable, image_files):
+    model = make_model(promptable)
+    cache = assert_cached_equals_online(model, image_files, 1)
     assert not torch.allclose(cache.lr_pooled[:, 0], cache.lr_pooled[:, 1])  # views differ
 
 
@@ -103,21 +113,8 @@ def test_cached_and_online_agree_for_every_baseline_shipped_with_the_cache(promp
         for p in beta.parameters():
             p.add_(0.05 * torch.randn_like(p))
     model = LorealModel(promptable, alpha, beta, ATTRS, LorealConfig(k=3))
-    labels = [i % 3 for i in range(len(image_files))]
-    pairs = pairs_for(image_files, 96)
-    cache = build_cache(model, pairs, labels, views=2, parts={"test": name})
-    params = list(model.metanets.parameters())
-    for view in range(2):
-        indices, std_images, lr_images = pairs(view)[0]
-        y = torch.as_tensor(labels)[indices]
-        online = model.forward_train(std_images, lr_images, y)
-        std, lr = cache.lookup(indices, torch.full_like(indices, view), "cpu")
-        cached = model.training_step(std, lr, y)
-        assert torch.allclose(online.loss, cached.loss, atol=1e-5)
-        for term in ("ce", "hld", "lld"):
-            assert torch.allclose(online.terms[term], cached.terms[term], atol=1e-5)
-        for g, h in zip(torch.autograd.grad(online.loss, params), torch.autograd.grad(cached.loss, params)):
-            assert torch.allclose(g, h, atol=1e-5)
+    cache = assert_cached_equals_online(model, image_files, name, gradients=True)
+    lr_images = pairs_for(image_files, 96)(0)[0][2]
     assert cache.lr_tokens.shape[2] == model.beta.image_summary(
         promptable.encode_image(lr_images[:1], model.beta.image_plan())).tokens.shape[1]
 
