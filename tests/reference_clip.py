@@ -81,3 +81,15 @@ def reference_logits(clip_model, image_features: torch.Tensor, text_features: to
     img = image_features / image_features.norm(dim=-1, keepdim=True)
     txt = text_features / text_features.norm(dim=-1, keepdim=True)
     return clip_model.logit_scale.exp() * img @ txt.t()
+
+
+def upstream_frozen_clip(model) -> dict:
+    """The frozen CLIP around the prompts in an upstream whole-``CustomCLIP`` checkpoint (MaPLe's, PromptSRC's):
+    ``image_encoder.*``, ``text_encoder.*`` and ``logit_scale``, as their trainers save them."""
+    state = {f"image_encoder.{k}": v for k, v in model.visual.state_dict().items()}
+    state.update({f"text_encoder.transformer.{k}": v for k, v in model.transformer.state_dict().items()})
+    state.update({f"text_encoder.ln_final.{k}": v for k, v in model.ln_final.state_dict().items()})
+    state["text_encoder.positional_embedding"] = model.positional_embedding
+    state["text_encoder.text_projection"] = model.text_projection
+    state["logit_scale"] = model.logit_scale
+    return state

@@ -17,7 +17,7 @@ from loreal.clip.prompt import PromptTemplate, Slot
 from loreal.config import from_mapping, to_mapping, yacs_defaults
 from loreal.errors import CheckpointError, ConfigError
 from learner_logits import assert_matches, ours
-from reference_clip import reference_image_features, reference_logits, reference_text_features
+from reference_clip import reference_image_features, reference_logits, reference_text_features, upstream_frozen_clip
 
 CLASSNAMES = ["golden_retriever", "aeroplane", "sea urchin", "cat"]
 CFG = PromptSRCConfig(prec="fp32")
@@ -244,12 +244,7 @@ def fake_upstream_checkpoint(tiny_clip, learner):
     names = [n.replace("_", " ") for n in learner.classnames]
     emb = tiny_clip.token_embedding(torch.cat([clip.tokenize("a photo of a " + n + ".") for n in names])).half()
     state["prompt_learner.token_prefix"], state["prompt_learner.token_suffix"] = emb[:, :1], emb[:, 5:]
-    state.update({f"image_encoder.{k}": v for k, v in tiny_clip.visual.state_dict().items()})
-    state.update({f"text_encoder.transformer.{k}": v for k, v in tiny_clip.transformer.state_dict().items()})
-    state.update({f"text_encoder.ln_final.{k}": v for k, v in tiny_clip.ln_final.state_dict().items()})
-    state["text_encoder.positional_embedding"] = tiny_clip.positional_embedding
-    state["text_encoder.text_projection"] = tiny_clip.text_projection
-    state["logit_scale"] = tiny_clip.logit_scale
+    state.update(upstream_frozen_clip(tiny_clip))
     depths = {"text_encoder": learner.config.prompt_depth_text, "image_encoder": learner.config.prompt_depth_vision}
     for tower, depth in depths.items():
         for i, p in enumerate(deep(getattr(learner, tower), depth), start=1):
