@@ -79,3 +79,15 @@ def test_bench_reads_what_the_loss_terms_did_from_tensorboard(tmp_path):
     other = {"ce": (4.0, 3.0), "hld": (2.0, 2.0), "acc_alpha": (40.0, 30.0)}
     text = terms_markdown({("CoOp", 32, "+LOREAL"): [terms, other]}, [1, 2])
     assert "| CoOp | 32 | +LOREAL | 3.00 → 2.00 | 4.00 → 1.50 | — | — | 40.00 → 30.00 (1 of 2 seeds) |" in text
+
+
+def test_bench_pairs_loreal_with_beta_seed_by_seed():
+    from loreal.world.bench import paired_markdown
+
+    rows = {("CoOp", 32, "β (trained at φ)"): [(20.0, 30.0), (25.0, 25.0), (30.0, 20.0)],
+            ("CoOp", 32, "+LOREAL"): [(30.0, 30.0), (25.0, 25.0), (20.0, 20.0)],
+            ("MMA", 32, "+LOREAL"): [(1.0, 1.0)]}  # no β row: no pair
+    text = paired_markdown(rows, [1, 2, 3])
+    # HM per seed: β 24.00, 25.00, 24.00; +LOREAL 30.00, 25.00, 20.00 -> +6, 0, -4: one seed improves
+    assert "| CoOp | 32 | 1: +6.00, 2: +0.00, 3: -4.00 | 0.00 ± 8.16 | 0.00 ± 0.00 | 0.67 ± 4.11 | 1 of 3 |" in text
+    assert "| MMA |" not in text

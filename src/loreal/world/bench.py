@@ -61,7 +61,28 @@ def markdown(rows: dict[tuple, list[tuple[float, float]]], seeds: list[int]) -> 
         base, new = [b for b, _ in values], [n for _, n in values]
         hm = harmonic_mean(statistics.mean(base), statistics.mean(new))
         lines.append(f"| {baseline} | {size} | {method} | {_mean_std(base)} | {_mean_std(new)} | {hm:.2f} |")
-    return "\n".join(lines) + f"\n\nSeeds {', '.join(map(str, seeds))}; mean ± sample std over seeds; HM of the means."
+    return "\n".join(lines) + f"\n\nSeeds {', '.join(map(str, seeds))}; mean ± std over seeds (population); HM of the means."
+
+
+def paired_markdown(rows: dict[tuple, list[tuple[float, float]]], seeds: list[int]) -> str:
+    """Per baseline and φ: +LOREAL − β seed by seed (same seed: same split, same α and β), base, new and
+    the HM of each seed's pair; their mean ± std and how many seeds +LOREAL improves the HM of."""
+    from ..report.logs import harmonic_mean
+
+    lines = ["| baseline | φ | Δ HM per seed | Δ base | Δ new | Δ HM | seeds improved (HM) |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for (baseline, size, method), loreal in rows.items():
+        beta = rows.get((baseline, size, "β (trained at φ)"))
+        if method != "+LOREAL" or not beta:
+            continue
+        pairs = list(zip(loreal, beta))  # seed order in both
+        d_base = [lo[0] - be[0] for lo, be in pairs]
+        d_new = [lo[1] - be[1] for lo, be in pairs]
+        d_hm = [harmonic_mean(*lo) - harmonic_mean(*be) for lo, be in pairs]
+        per_seed = ", ".join(f"{seed}: {d:+.2f}" for seed, d in zip(seeds, d_hm))
+        lines.append(f"| {baseline} | {size} | {per_seed} | {_mean_std(d_base)} | {_mean_std(d_new)} | "
+                     f"{_mean_std(d_hm)} | {sum(d > 0 for d in d_hm)} of {len(d_hm)} |")
+    return "\n".join(lines) + "\n\n+LOREAL − β on the same seed; mean ± std over seeds (population)."
 
 
 #: Training scalars of a LOREAL run that say what its loss terms did (Dassl writes each step's running mean
@@ -154,7 +175,8 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
                 rows.setdefault((baseline, size, f"+LOREAL, ablation {label.split()[-1]}"), []).append(
                     (acc["loreal"], acc["loreal_new"]))
         # The table so far: an interrupted bench still leaves the finished seeds' results.
-        text = markdown(rows, seeds[:done]) + "\n\n" + terms_markdown(terms, seeds[:done])
+        text = "\n\n".join([markdown(rows, seeds[:done]), paired_markdown(rows, seeds[:done]),
+                             terms_markdown(terms, seeds[:done])])
         (out / "world_bench.md").write_text(text + "\n")
     return {"backbone": backbone, "seeds": seeds, "sizes": sizes, "std_size": std, "seconds": round(seconds, 1),
             "rows": {" | ".join(map(str, k)): v for k, v in rows.items()},
