@@ -77,20 +77,18 @@ def encode(clip: PromptableCLIP, prompts: PromptBatch, content: torch.Tensor, ow
             once and reused while nothing that shapes it changes (:mod:`.prefix_cache`).
         class_offset: ``prompts`` are the owner's classes from this index on (a chunk of them).
     """
-    num_cls = prompts.num_classes
     cut = int(prompts.tokens.eot_index.max()) + 1
     split = choose_split(prompts, content.shape[1], cut)
     if split is None:
         return encode_plain(clip, prompts, content)
-    return _encode_chunk(clip, prompts, content, split, cut, slice(0, num_cls), owner, class_offset)
+    return _encode_split(clip, prompts, content, split, cut, owner, class_offset)
 
 
-def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, classes: slice,
-                  owner: nn.Module | None, class_offset: int) -> torch.Tensor:
-    tokens = prompts.tokens
-    emb = prompts.embeddings[classes, :cut]
-    sub_tokens = type(tokens)(tokens.token_ids[classes], tokens.eot_index[classes],
-                              {k: v[classes] for k, v in tokens.slot_starts.items()}, tokens.slot_lengths)
+def _encode_split(clip, prompts: PromptBatch, content, split: _Split, cut: int, owner: nn.Module | None,
+                  class_offset: int) -> torch.Tensor:
+    sub_tokens = prompts.tokens
+    emb = prompts.embeddings[:, :cut]
+    num_cls = prompts.num_classes
     batch, p = content.shape[0], split.length
     pos = clip.clip.positional_embedding[:cut].to(clip.dtype)
     filled = fill_attribute_slots(emb, sub_tokens, content, prompts.image_slots) + pos  # (B, C, cut, D)
@@ -103,8 +101,8 @@ def _encode_chunk(clip, prompts: PromptBatch, content, split: _Split, cut: int, 
     rows, fold, s_len, dim = suffix.shape
     eot = sub_tokens.eot_index - p  # positions inside the suffix
     eot = eot.repeat_interleave(batch) if split.by_class else eot.repeat(batch)
-    first = class_offset + classes.start  # the owner's class indices this chunk's prefix rows hold
-    key = (prompts.template, tuple(getattr(owner, "classnames", ())), first, first + classes.stop - classes.start, p, cut)
+    # the owner's class indices these prefix rows hold (a chunk of its classes from class_offset on)
+    key = (prompts.template, tuple(getattr(owner, "classnames", ())), class_offset, class_offset + num_cls, p, cut)
     state = _prefix_state(clip, prefix, prompts.plan, owner if split.by_class else None, key)
     xs = suffix.reshape(rows * fold, s_len, dim)
     blocks = clip.clip.transformer.resblocks
