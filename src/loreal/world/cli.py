@@ -1,4 +1,4 @@
-"""``loreal world pretrain | write | bench``."""
+"""``loreal world pretrain | write | check | bench``."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from ..attributes import load_bank
+    from ..clip import load_clip
+    from .gates import clip_gates, format_gates
+    from .pretrain import PretrainSettings, pretrained_clip
+
+    settings = PretrainSettings()
+    path = args.backbone or str(pretrained_clip(settings, sizes=tuple(args.sizes)))
+    gates = clip_gates(load_clip(path), settings.image_size, args.sizes, load_bank(args.bank).attributes)
+    print(f"world CLIP: {path}\n")
+    print(format_gates(gates))
+    return 0 if all(g.passed for g in gates) else 1
+
+
 def add_parser(subparsers) -> None:
     from ..baselines import list_baselines, paper_baselines
     from ..pipeline.local import default_jobs
@@ -50,6 +64,11 @@ def add_parser(subparsers) -> None:
     write.add_argument("--root", required=True)
     write.add_argument("--seed", type=int, default=0)
     write.set_defaults(func=_write)
+    check = sub.add_parser("check", help="the calibration gates measured on the world CLIP (exit 1 if one fails)")
+    check.add_argument("--backbone", default="", help="a world CLIP file (default: the cached pre-trained one)")
+    check.add_argument("--sizes", type=int, nargs="+", default=[32, 16], help="φ values (integer factors of 64)")
+    check.add_argument("--bank", default="loreal_world", help="the attribute bank whose words must be in the captions")
+    check.set_defaults(func=_check)
     bench = sub.add_parser("bench", help="every baseline, two φ, three seeds, Table 6 ablations (Markdown)")
     bench.add_argument("--baselines", nargs="+", default=paper_baselines(), metavar="NAME",
                        help=f"{' '.join(list_baselines())} (default: the paper's, {' '.join(paper_baselines())})")
