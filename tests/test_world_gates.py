@@ -44,3 +44,24 @@ def test_clip_gates_on_a_random_world_clip():
     assert not bank.passed and "object" in bank.value and "color" in bank.value  # the shipped captions lack them
     table = format_gates(gates)
     assert table.count("\n") == len(gates) + 1 and "| NO |" in table
+
+
+def test_baseline_gates_on_hand_values():
+    from loreal.world.gates import baseline_gates
+
+    zero = {64: {"base": 50.0, "new": 50.0}, 32: {"base": 20.0, "new": 20.0}}
+    learns = baseline_gates("CoOp", 32, 64, [26.0, 25.0, 27.0], [49.0, 50.0, 51.0], zero)
+    assert [g.passed for g in learns] == [True, True] and learns[0].value == "+6.00"
+    stalls = baseline_gates("CoOp", 32, 64, [21.0, 22.0, 23.0], [47.0, 48.0, 49.0], zero)
+    # β only 2 points above zero-shot; α 2 points below it with a seed std of 0.82
+    assert [g.passed for g in stalls] == [False, False] and stalls[1].threshold == ">= -0.82 (one seed std)"
+
+
+def test_check_needs_a_bench_folder(tmp_path):
+    import pytest
+
+    from loreal.errors import MissingFileError
+    from loreal.world.cli import bench_gates
+
+    with pytest.raises(MissingFileError, match="holds no world bench.*loreal world bench --out"):
+        bench_gates(tmp_path, "unused.pt", ["CoOp"], [32], [1], 64)

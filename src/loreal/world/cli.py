@@ -35,6 +35,33 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_gates(out: Path, backbone: str, baselines: list[str], sizes: list[int], seeds: list[int],
+                standard: int) -> list:
+    """The baseline gates from a bench folder's finished α and β runs (``loreal world bench --out``)."""
+    from ..clip import load_clip
+    from ..errors import MissingFileError
+    from ..pipeline.local import accuracies
+    from .gates import baseline_gates
+    from .stages import world_stages
+    from .zeroshot import split_zero_shot
+
+    out = out.resolve()
+    data = out / "data"
+    if not (data / "loreal_world").is_dir():
+        raise MissingFileError(f"{out} holds no world bench (no {data}/loreal_world): run `loreal world bench --out "
+                               f"{out}` first, or point --bench at its folder")
+    zero = split_zero_shot(load_clip(backbone), data / "loreal_world", (standard, *sizes))
+    gates = []
+    for baseline in baselines:
+        for size in sizes:
+            accs = [accuracies([s for s in world_stages(baseline, size, seed, root=str(data), output=str(out),
+                                                        backbone=backbone, std_size=standard)
+                                if s.name in ("alpha", "beta")]) for seed in seeds]
+            gates += baseline_gates(baseline, size, standard, [a["beta"] for a in accs], [a["alpha"] for a in accs],
+                                    zero)
+    return gates
+
+
 def _check(args: argparse.Namespace) -> int:
     from ..attributes import load_bank
     from ..clip import load_clip
@@ -44,6 +71,8 @@ def _check(args: argparse.Namespace) -> int:
     settings = PretrainSettings()
     path = args.backbone or str(pretrained_clip(settings, sizes=tuple(args.sizes)))
     gates = clip_gates(load_clip(path), settings.image_size, args.sizes, load_bank(args.bank).attributes)
+    if args.bench:
+        gates += bench_gates(Path(args.bench), path, args.baselines, args.sizes, args.seeds, settings.image_size)
     print(f"world CLIP: {path}\n")
     print(format_gates(gates))
     return 0 if all(g.passed for g in gates) else 1
@@ -68,6 +97,9 @@ def add_parser(subparsers) -> None:
     check.add_argument("--backbone", default="", help="a world CLIP file (default: the cached pre-trained one)")
     check.add_argument("--sizes", type=int, nargs="+", default=[32, 16], help="φ values (integer factors of 64)")
     check.add_argument("--bank", default="loreal_world", help="the attribute bank whose words must be in the captions")
+    check.add_argument("--bench", default="", help="also the baseline gates, from this `loreal world bench --out` folder")
+    check.add_argument("--baselines", nargs="+", default=paper_baselines(), metavar="NAME", help="with --bench")
+    check.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="with --bench")
     check.set_defaults(func=_check)
     bench = sub.add_parser("bench", help="every baseline, two φ, three seeds, Table 6 ablations (Markdown)")
     bench.add_argument("--baselines", nargs="+", default=paper_baselines(), metavar="NAME",
