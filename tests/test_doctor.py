@@ -54,7 +54,8 @@ def test_a_row_per_baseline_and_its_loreal_with_the_fields(clip_file, capsys, mo
 
 
 def test_the_table_names_each_trainer_and_its_verdict(clip_file, capsys):
-    code = loreal_main(["doctor", "--backbone", clip_file, "--baselines", "CoOp", *QUICK, "--device-memory", "0.02"])
+    code = loreal_main(["doctor", "--backbone", clip_file, "--baselines", "CoOp", "--config", "vit_b16_ep50", *QUICK,
+                        "--device-memory", "0.02"])
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("| CoOp")]
     assert len(lines) == 2 and all("FAIL" in line and "lower DATALOADER" in line for line in lines)
@@ -62,8 +63,9 @@ def test_the_table_names_each_trainer_and_its_verdict(clip_file, capsys):
 
 
 def test_too_little_device_memory_fails_with_the_fix_named(clip_file, capsys):
-    # The narrow tiny CLIP's weights take 17 MiB; CoOp's step 3 MiB more, CoOp_LOREAL's 13 MiB more.
-    code, result = run_doctor(capsys, "--backbone", clip_file, "--baselines", "CoOp", *QUICK, "--device-memory", "0.02")
+    # The narrow tiny CLIP's weights take 17 MiB; CoOp's step (16 context tokens) 3 MiB more, CoOp_LOREAL's 13 MiB more.
+    code, result = run_doctor(capsys, "--backbone", clip_file, "--baselines", "CoOp", "--config", "vit_b16_ep50", *QUICK,
+                              "--device-memory", "0.02")
     assert code == 1 and not result["passed"]
     coop, coop_loreal = result["rows"]
     assert coop["verdict"] == coop_loreal["verdict"] == "FAIL"
