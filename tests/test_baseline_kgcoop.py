@@ -108,7 +108,7 @@ def test_unknown_dataset_gets_the_generic_prompt(promptable, caplog):
     with caplog.at_level("WARNING", logger="loreal.baselines.kgcoop"):
         learner = KgCoOpLearner(promptable, CLASSNAMES, KgCoOpConfig(), dataset="LorealWorld")
     assert learner.anchor_template.text("cat") == "a photo of a cat."
-    assert "no hand-written prompt" in caplog.text
+    assert "no hand-written template" in caplog.text
 
 
 def test_weight_zero_is_coop(promptable, images):

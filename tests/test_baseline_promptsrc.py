@@ -479,9 +479,9 @@ def dassl_env(tmp_path_factory):
 def train_promptsrc(env, out, *opts, trainer="PromptSRC", size=96, seed=1):
     """train.py's main in this process; returns the trainer (Dassl's stdout tee undone afterwards)."""
     import importlib
-    import io
-    import sys
     from pathlib import Path
+
+    from dassl_io import dassl_stdout
 
     repo = Path(__file__).resolve().parents[1]
     folder = "PromptSRC_LOREAL" if trainer.endswith("_LOREAL") else "PromptSRC"
@@ -490,15 +490,8 @@ def train_promptsrc(env, out, *opts, trainer="PromptSRC", size=96, seed=1):
             "--config-file", str(repo / f"configs/trainers/{folder}/test_tiny.yaml"), "--output-dir", str(out),
             "MODEL.BACKBONE.NAME", env.clip, "DATASET.SUBSAMPLE_CLASSES", "base", "INPUT.SIZE", f"({size}, {size})",
             "DATASET.NUM_SHOTS", "2", *opts]
-    saved = sys.stdout
-    try:
+    with dassl_stdout():
         return importlib.import_module("loreal.trainers.train").main(args)
-    finally:
-        tee, sys.stdout = sys.stdout, saved
-        if tee is not saved and hasattr(tee, "console"):
-            if tee.file is not None:
-                tee.file.close()
-            tee.file, tee.console = None, io.StringIO()
 
 
 @pytest.mark.dassl

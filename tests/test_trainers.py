@@ -3,9 +3,7 @@ synthetic OxfordPets-layout dataset with a tiny CLIP file, checkpoints (ours and
 resume, host-registry coexistence. Skipped with a reason when Dassl is not installed."""
 import argparse
 import collections
-import contextlib
 import importlib.util
-import io
 import logging
 import math
 import os
@@ -33,6 +31,7 @@ from loreal.config import from_mapping, yacs_defaults  # noqa: E402
 from loreal.data.synthetic import write_synthetic_dataset  # noqa: E402
 from loreal.errors import CheckpointError, ConfigError  # noqa: E402
 from loreal.results import parse_log  # noqa: E402
+from dassl_io import dassl_stdout  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 
@@ -72,21 +71,6 @@ def env(tmp_path_factory):
     data = root / "data"
     write_synthetic_dataset(data, "oxford_pets", num_classes=4, images_per_class=8, image_size=32)
     return SimpleNamespace(root=root, clip=str(clip_file), data=str(data))
-
-
-@contextlib.contextmanager
-def dassl_stdout():
-    """Undo Dassl's ``setup_logger``, which swaps ``sys.stdout`` for a tee whose ``close()`` (also run
-    on garbage collection) would close the real stdout."""
-    saved = sys.stdout
-    try:
-        yield
-    finally:
-        tee, sys.stdout = sys.stdout, saved
-        if tee is not saved and hasattr(tee, "console"):
-            if tee.file is not None:
-                tee.file.close()
-            tee.file, tee.console = None, io.StringIO()
 
 
 def argv(env, trainer, out, seed=1, config=None, flags=(), opts=(), subsample="base"):

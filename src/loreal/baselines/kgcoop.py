@@ -13,7 +13,6 @@ holds the init words as text, where KgCoOp's ``CTX_INIT`` is a switch).
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
@@ -25,9 +24,7 @@ from ..clip.prompt import PromptTemplate
 from ..errors import ConfigError
 from .base import Logits, cosine_logits, register_baseline
 from .coop import PRECISIONS, CoOpLearner
-from .templates import DATASET_TEMPLATES, DEFAULT_TEMPLATE, dassl_dataset_name
-
-logger = logging.getLogger(__name__)
+from .templates import DATASET_TEMPLATES, DEFAULT_TEMPLATE, dataset_template
 
 INIT_WORDS = "a photo of a"  # upstream's words whenever CTX_INIT is on, whatever it holds
 
@@ -77,13 +74,8 @@ class KgCoOpConfig:
 
 def kgcoop_template(dataset: str | None) -> str:
     """Upstream's hand-written prompt of ``dataset`` (Dassl name or config key), ``{}`` for the class."""
-    name = dassl_dataset_name(dataset)
-    if name in KGCOOP_TEMPLATES:
-        return KGCOOP_TEMPLATES[name]
-    # upstream fails with a KeyError here; a new dataset gets the generic prompt
-    if dataset is not None:
-        logger.warning("KgCoOp: no hand-written prompt for dataset %r: using %r", dataset, DEFAULT_TEMPLATE)
-    return DEFAULT_TEMPLATE
+    # upstream fails with a KeyError for a dataset it lacks; here it gets the generic prompt, with a warning
+    return dataset_template(dataset, DEFAULT_TEMPLATE, KGCOOP_TEMPLATES)
 
 
 @register_baseline

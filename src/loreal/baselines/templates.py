@@ -45,11 +45,13 @@ def dassl_dataset_name(dataset: str | None) -> str | None:
         return None
 
 
-def dataset_template(dataset: str | None, default: str = DEFAULT_TEMPLATE) -> str:
-    """The hand-written template of ``dataset`` (Dassl name or config key), else ``default``."""
+def dataset_template(dataset: str | None, default: str = DEFAULT_TEMPLATE, table: dict[str, str] | None = None) -> str:
+    """The hand-written template of ``dataset`` (Dassl name or config key) in ``table`` (default: the
+    CoOp-family table), else ``default``."""
+    table = DATASET_TEMPLATES if table is None else table
     name = dassl_dataset_name(dataset)
-    if name in DATASET_TEMPLATES:
-        return DATASET_TEMPLATES[name]
+    if name in table:
+        return table[name]
     if dataset is not None:
         logger.warning("no hand-written template for dataset %r: using %r", dataset, default)
     return default
