@@ -18,7 +18,8 @@ setup(
     python_requires=">=3.9",
     package_dir=package_dir,
     packages=core + ["loreal.trainers", "loreal.datasets", "loreal.configs", "loreal.attribute_banks"],
-    package_data={"loreal.configs": ["*/*.yaml", "*/*/*.yaml"], "loreal.attribute_banks": ["*.json"]},
+    package_data={"loreal.configs": ["*/*.yaml", "*/*/*.yaml"], "loreal.attribute_banks": ["*.json"],
+                  "loreal.world": ["weights/world_clip.pt", "weights/world_clip.json"]},  # the shipped world CLIP
     install_requires=[
         "torch>=2.1",
         "torchvision",

@@ -13,7 +13,7 @@ from loreal.data.views import test_transform
 from loreal.errors import ConfigError
 from loreal.world import COARSE_ATTRIBUTES, PretrainSettings, pretrained_clip, world_classes, write_world_dataset
 from loreal.world.pretrain import checkpoint_path, contrastive_loss, pretrain, read_record, world_batches
-from loreal.world.scene import Scene, caption, draw, render_batch
+from loreal.world.scene import Scene, caption_truth, describe, draw, render_batch
 from loreal.world.zeroshot import error_analysis, split_zero_shot, zero_shot_report
 
 # A model small enough to pre-train inside the suite in seconds: for the cache and the plumbing, not the world's
@@ -57,27 +57,72 @@ def test_textures_vanish_at_half_resolution_and_colour_stays():
 
 def test_world_is_seeded_and_captions_name_the_class():
     a, b = render_batch(8, 64, np.random.default_rng(3)), render_batch(8, 64, np.random.default_rng(3))
-    assert np.array_equal(a[0], b[0]) and list(a[1]) == list(b[1]) and a[2] == b[2]
-    for label, text in zip(a[1], a[2]):
-        cls = world_classes()[label]
-        assert all(word in text for word in (cls.texture, cls.colour, cls.shape))
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1] and a[2] == b[2]
+    for scene, text in zip(a[1], a[2]):
+        cls = world_classes()[scene.label]
+        assert cls.colour in text and cls.shape in text  # a texture, when named, is the class's own
+        assert not any(t in text for t in ("plain", "striped", "checkered") if t != cls.texture)
 
 
-def test_contrastive_loss_equals_clip_loss_with_unique_captions_and_soft_targets_with_duplicates():
+def test_a_caption_is_true_of_every_scene_with_the_attributes_it_names():
+    def scene(name, size="small", position="in the centre", background="dark"):
+        return Scene(next(i for i, c in enumerate(world_classes()) if c.name == name), size, position, background)
+
+    scenes = [scene("plain red circle"), scene("plain red circle", "large", "on the left", "light"),
+              scene("striped red circle")]
+    captions = [describe(scenes[0], 0), describe(scenes[0], 2), describe(scenes[2], 8)]
+    assert captions[:2] == ["a photo of a plain red circle.", "a small plain red circle in the centre."]
+    truth = caption_truth(scenes, captions)
+    # "a photo of a plain red circle." names no size: true of both plain red circles, not of the striped one
+    assert truth.tolist() == [[True, True, False], [True, False, False], [False, False, True]]
+
+
+def test_the_world_captions_name_the_attributes_of_its_bank():
+    from loreal.world.gates import pretraining_captions
+
+    text = " ".join(pretraining_captions(2000))
+    for attribute in COARSE_ATTRIBUTES:
+        assert f"{attribute}:" in text or f"{attribute} " in text, attribute
+
+
+def test_contrastive_loss_is_clip_loss_with_one_positive_and_uniform_targets_with_several():
     g = torch.Generator().manual_seed(0)
     img, txt, scale = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g), torch.tensor(math.log(10.0))
     logits = 10 * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
     ref = 0.5 * (F.cross_entropy(logits, torch.arange(4)) + F.cross_entropy(logits.t(), torch.arange(4)))
-    assert torch.allclose(contrastive_loss(img, txt, scale, ["a", "b", "c", "d"]), ref)
-    # captions 0 and 2 are the same: each row's target is split between them
-    target = torch.tensor([[.5, 0, .5, 0], [0, 1, 0, 0], [.5, 0, .5, 0], [0, 0, 0, 1]])
-    ref = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.t().log_softmax(1)).sum(1).mean())
-    assert torch.allclose(contrastive_loss(img, txt, scale, ["a", "b", "a", "d"]), ref)
+    assert torch.allclose(contrastive_loss(img, txt, scale, torch.eye(4, dtype=torch.bool)), ref)
+    # caption 0 is also true of image 2 (not the other way round): image 2 has two positives, caption 0 two images
+    truth = torch.eye(4, dtype=torch.bool)
+    truth[2, 0] = True
+    rows = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [.5, 0, .5, 0], [0, 0, 0, 1]])  # image -> its true captions
+    cols = torch.tensor([[.5, 0, .5, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])  # caption -> the images it fits
+    ref = 0.5 * (-(rows * logits.log_softmax(1)).sum(1).mean() - (cols * logits.t().log_softmax(1)).sum(1).mean())
+    assert torch.allclose(contrastive_loss(img, txt, scale, truth), ref)
 
 
 def test_settings_refuse_sizes_the_patch_does_not_divide():
     with pytest.raises(ConfigError, match="multiple of patch_size"):
         PretrainSettings(image_size=60)
+    with pytest.raises(ConfigError, match="integer factors of 64"):
+        PretrainSettings(low_res_sizes=(48,))
+
+
+def test_low_resolution_steps_see_the_evaluation_view_of_the_same_draws():
+    from loreal.world.pretrain import view_sizes
+
+    settings = PretrainSettings(steps=400, low_res_share=0.25)
+    sizes = view_sizes(settings)
+    assert view_sizes(settings) == sizes and set(sizes) == {64, 32, 16}
+    assert 0.18 < sum(s != 64 for s in sizes) / len(sizes) < 0.32
+    assert set(view_sizes(PretrainSettings(steps=50))) == {64}  # the share is 0 unless set
+    (small, captions, truth), = world_batches(1, 4, 64, np.random.default_rng(7), views=[32])
+    (full, captions_64, _), = world_batches(1, 4, 64, np.random.default_rng(7))
+    assert small.shape == (4, 32, 32, 3) and truth.diagonal().all()
+    # a small view's caption names what it shows: colour and shape, never the texture it lost
+    assert not any(t in c for c in captions for t in ("plain", "striped", "checkered"))
+    assert any(t in c for c in captions_64 for t in ("plain", "striped", "checkered"))
+    view = test_transform(32, mean=None)(Image.fromarray(full[0]))  # Dassl's test transform of the 64-px draw
+    assert torch.allclose(torch.from_numpy(small[0]).permute(2, 0, 1).float() / 255, view, atol=1 / 255 + 1e-6)
 
 
 @pytest.fixture(scope="session")
@@ -102,9 +147,10 @@ def test_pretraining_is_cached_by_its_settings(world_clip, monkeypatch):
 def test_batches_drawn_ahead_by_a_child_process_are_the_inline_ones(monkeypatch):
     ahead = list(world_batches(3, 8, 32, np.random.default_rng([5, 1])))
     rng = np.random.default_rng([5, 1])
-    for images, captions in ahead:
-        inline, _, inline_captions = render_batch(8, 32, rng)
+    for images, captions, truth in ahead:
+        inline, scenes, inline_captions = render_batch(8, 32, rng)
         assert np.array_equal(images, inline) and captions == inline_captions
+        assert np.array_equal(truth, caption_truth(scenes, captions))
     # so pre-training makes the same model with or without the child process
     forked = pretrain(TEST_SETTINGS, log=lambda _: None).state_dict()
     monkeypatch.setattr("loreal.world.pretrain.sys.platform", "win32")  # draws inline
@@ -114,13 +160,10 @@ def test_batches_drawn_ahead_by_a_child_process_are_the_inline_ones(monkeypatch)
 
 @pytest.fixture(scope="session")
 def default_world_clip():
-    """The world CLIP ``loreal demo`` uses, from the user's cache (3 CPU minutes to make: not inside the suite)."""
-    path = checkpoint_path(PretrainSettings())
-    if not path.is_file():
-        pytest.skip(f"the default world CLIP is not cached ({path}): run `loreal world pretrain` once to enable")
-    from loreal.clip import load_clip
+    """The world CLIP ``loreal demo`` uses: the one shipped with the package (no cache needed)."""
+    from loreal.world.embedded import rebuild
 
-    return load_clip(str(path))
+    return rebuild()[0]
 
 
 def test_zero_shot_drops_at_phi_where_classes_differ_only_in_texture(default_world_clip):

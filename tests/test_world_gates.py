@@ -40,8 +40,9 @@ def test_clip_gates_on_a_random_world_clip():
     assert not by_name["zero-shot accuracy at 64"].passed  # a random CLIP does not tell 36 classes apart
     assert by_name["φ = 32 divides the standard size 64"].passed
     assert not by_name["φ = 48 divides the standard size 64"].passed  # 1-px textures partly survive at 48
-    bank = by_name["attribute-bank tokens in the pre-training captions"]
-    assert not bank.passed and "object" in bank.value and "color" in bank.value  # the shipped captions lack them
+    assert by_name["attribute-bank tokens in the pre-training captions"].passed  # the captions name the attributes
+    lacking = clip_gates(build_model(PretrainSettings()), 64, [32], ["object sheen"], per_class=1)[-1]
+    assert not lacking.passed and lacking.value == "missing: sheen"
     table = format_gates(gates)
     assert table.count("\n") == len(gates) + 1 and "| NO |" in table
 
@@ -55,6 +56,26 @@ def test_baseline_gates_on_hand_values():
     stalls = baseline_gates("CoOp", 32, 64, [21.0, 22.0, 23.0], [47.0, 48.0, 49.0], zero)
     # β only 2 points above zero-shot; α 2 points below it with a seed std of 0.82
     assert [g.passed for g in stalls] == [False, False] and stalls[1].threshold == ">= -0.82 (one seed std)"
+    # the plateau: twice the epochs move β by +0.67 (at a plateau), or by +3.00 (still learning)
+    flat = baseline_gates("CoOp", 32, 64, [26.0, 25.0, 27.0], [49.0, 50.0, 51.0], zero, [27.0, 25.0, 28.0])
+    assert len(flat) == 3 and flat[2].passed and flat[2].value == "+0.67"
+    rising = baseline_gates("CoOp", 32, 64, [26.0, 25.0, 27.0], [49.0, 50.0, 51.0], zero, [29.0, 28.0, 30.0])
+    assert not rising[2].passed and rising[2].value == "+3.00"
+
+
+def test_gate_stages_are_alpha_beta_and_beta_with_twice_the_epochs_and_no_loreal_run(tmp_path):
+    from loreal.world.stages import gate_stages, world_stages
+
+    common = dict(root=str(tmp_path / "data"), output=str(tmp_path), backbone="clip.pt", std_size=64)
+    stages = gate_stages("CoOp", 32, 1, **common)
+    assert [s.name for s in stages] == ["alpha", "beta", "beta_2x"]
+    bench = {s.name: s for s in world_stages("CoOp", 32, 1, **common)}
+    assert stages[0] == bench["alpha"] and stages[1] == bench["beta"]  # a bench folder's runs are reused
+    doubled = stages[2]
+    assert doubled.output_dir.startswith(str(tmp_path / "plateau")) and doubled.output_dir != bench["beta"].output_dir
+    assert doubled.args[doubled.args.index("--output-dir") + 1] == doubled.output_dir
+    assert doubled.args[-2:] == ("OPTIM.MAX_EPOCH", "100")  # CoOp's world config trains 50 epochs
+    assert not any("_LOREAL" in a for s in stages for a in s.args)  # no <B>_LOREAL trainer, config or checkpoint
 
 
 def test_check_needs_a_bench_folder(tmp_path):
@@ -65,3 +86,15 @@ def test_check_needs_a_bench_folder(tmp_path):
 
     with pytest.raises(MissingFileError, match="holds no world bench.*loreal world bench --out"):
         bench_gates(tmp_path, "unused.pt", ["CoOp"], [32], [1], 64)
+
+
+def test_the_shipped_world_clip_passes_every_clip_gate_with_its_recorded_values():
+    """On a fresh machine (no cache): the world CLIP that ships with the package meets the premise."""
+    from loreal.attributes import load_bank
+    from loreal.world.embedded import rebuild
+
+    model, record = rebuild()
+    settings = PretrainSettings.from_dict(record["settings"])
+    gates = clip_gates(model, settings.image_size, [32, 16], load_bank("loreal_world").attributes)
+    assert [g.name for g in gates if not g.passed] == []
+    assert {g.name: g.value for g in gates} == record["gates"]  # the figures the README and the record show

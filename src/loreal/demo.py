@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> None:
     from .baselines import list_baselines
+    from .world.pretrain import PretrainSettings
 
     p = subparsers.add_parser("demo", help="the four-stage LR base-to-novel pipeline (on the procedural world by default)",
                               description=__doc__)
@@ -95,7 +96,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--shots", type=int, default=16, help="training shots per class, with --root")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--pretrain-seed", type=int, default=0, help="seed of the world CLIP's pre-training")
-    p.add_argument("--pretrain-steps", type=int, default=300, help="pre-training steps of the world CLIP")
+    p.add_argument("--pretrain-steps", type=int, default=PretrainSettings.steps, help="pre-training steps of the world CLIP")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every training stage on the world "
                    "(default: the world configs'; a smaller value for a quick check)")
     p.add_argument("--out", default="loreal_demo", help="output folder (finished stages are kept and reused)")

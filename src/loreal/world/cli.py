@@ -11,11 +11,52 @@ def _pretrain(args: argparse.Namespace) -> int:
     from .zeroshot import format_report
 
     settings = PretrainSettings(seed=args.seed, steps=args.steps)
+    if args.retrain:
+        return _retrain(settings, args)
     path = pretrained_clip(settings, sizes=tuple(args.sizes))
     record = read_record(path)
     cpu = f", {record['train_cpu_seconds']} s of CPU" if "train_cpu_seconds" in record else ""
-    print(f"\nworld CLIP: {path}\n(pre-trained in {record['train_seconds']} s{cpu}; MODEL.BACKBONE.NAME takes this path)\n")
+    source = " (shipped with LOREAL; `--retrain` trains it here)" if record.get("source") == "shipped" else ""
+    print(f"\nworld CLIP: {path}\n(pre-trained in {record['train_seconds']} s{cpu}{source}; "
+          f"MODEL.BACKBONE.NAME takes this path)\n")
     print(format_report(record["zero_shot"], settings.image_size))
+    return 0
+
+
+def _retrain(settings, args: argparse.Namespace) -> int:
+    """Train ``settings`` from scratch (whatever is cached or shipped) and compare with the shipped weights."""
+    import time
+    from dataclasses import asdict
+
+    from ..attributes import load_bank
+    from ..errors import ConfigError
+    from .embedded import export, shipped_record, state_digest
+    from .gates import clip_gates, format_gates
+    from .pretrain import WORLD_VERSION, checkpoint_path, pretrain, save_checkpoint
+    from .zeroshot import format_report, zero_shot_report
+
+    path = Path(args.out) if args.out else checkpoint_path(settings).with_suffix(".retrained.pt")
+    for target in (path, Path(args.export) if args.export else None):
+        if target is not None and target.exists() and not args.force:
+            raise ConfigError(f"{target} exists: move it away, or pass --force to replace it")
+    start, cpu = time.perf_counter(), time.process_time()
+    model = pretrain(settings)
+    info = {"world_version": WORLD_VERSION, "train_seconds": round(time.perf_counter() - start, 1),
+            "train_cpu_seconds": round(time.process_time() - cpu, 1),
+            "zero_shot": zero_shot_report(model, (settings.image_size, *args.sizes), seed=settings.seed)}
+    gates = clip_gates(model, settings.image_size, args.sizes, load_bank("loreal_world").attributes)
+    info["gates"] = {g.name: g.value for g in gates}
+    digest = state_digest(model.state_dict())
+    save_checkpoint(model, path, {"settings": asdict(settings), "digest": digest, **info})
+    print(f"\nworld CLIP: {path}\n(pre-trained in {info['train_seconds']} s; digest {digest})\n")
+    print(format_report(info["zero_shot"], settings.image_size) + "\n\n" + format_gates(gates))
+    shipped = shipped_record()
+    if shipped and shipped["settings"] == asdict(settings):
+        same = "the same as" if shipped["digest"] == digest else "DIFFERENT from"
+        print(f"\nthis model is {same} the shipped one (digest {shipped['digest']})")
+    if args.export:
+        export(model, settings, Path(args.export), info)
+        print(f"shippable copy: {args.export}")
     return 0
 
 
@@ -36,29 +77,41 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def bench_gates(out: Path, backbone: str, baselines: list[str], sizes: list[int], seeds: list[int],
-                standard: int) -> list:
-    """The baseline gates from a bench folder's finished α and β runs (``loreal world bench --out``)."""
+                standard: int, run: bool = False, jobs: int = 1) -> list:
+    """The baseline gates from a folder's α, β and doubled-epoch β runs (a `loreal world bench --out` folder, or
+    one ``run`` fills with those stages only: the gates come before any LOREAL run)."""
     from ..clip import load_clip
     from ..errors import MissingFileError
-    from ..pipeline.local import accuracies
+    from ..pipeline.local import accuracies, execute_stages
+    from ..pipeline.stage import run_state
+    from .dataset import write_world_dataset
     from .gates import baseline_gates
-    from .stages import world_stages
+    from .stages import WORLD_ENV, gate_stages
     from .zeroshot import split_zero_shot
 
     out = out.resolve()
     data = out / "data"
+    if run:
+        write_world_dataset(data)
     if not (data / "loreal_world").is_dir():
-        raise MissingFileError(f"{out} holds no world bench (no {data}/loreal_world): run `loreal world bench --out "
-                               f"{out}` first, or point --bench at its folder")
+        raise MissingFileError(f"{out} holds no world bench (no {data}/loreal_world): run `loreal world check --bench "
+                               f"{out} --run` (or `loreal world bench --out {out}`) first, or point --bench at its folder")
+    plans = {(b, size, seed): gate_stages(b, size, seed, root=str(data), output=str(out), backbone=backbone,
+                                          std_size=standard) for b in baselines for size in sizes for seed in seeds}
+    if run:
+        execute_stages([s for stages in plans.values() for s in stages], env={**WORLD_ENV}, jobs=jobs,
+                       label="world baselines for the gates")
     zero = split_zero_shot(load_clip(backbone), data / "loreal_world", (standard, *sizes))
     gates = []
     for baseline in baselines:
         for size in sizes:
-            accs = [accuracies([s for s in world_stages(baseline, size, seed, root=str(data), output=str(out),
-                                                        backbone=backbone, std_size=standard)
-                                if s.name in ("alpha", "beta")]) for seed in seeds]
+            runs = [{s.name: s for s in plans[baseline, size, seed]} for seed in seeds]
+            accs = [accuracies([r["alpha"], r["beta"]]) for r in runs]
+            doubled = [r["beta_2x"] for r in runs]
+            beta_2x = [accuracies([s])["beta_2x"] for s in doubled] if all(
+                run_state(s.output_dir) == "done" for s in doubled) else []
             gates += baseline_gates(baseline, size, standard, [a["beta"] for a in accs], [a["alpha"] for a in accs],
-                                    zero)
+                                    zero, beta_2x)
     return gates
 
 
@@ -68,26 +121,38 @@ def _check(args: argparse.Namespace) -> int:
     from .gates import clip_gates, format_gates
     from .pretrain import PretrainSettings, pretrained_clip
 
+    if args.run and not args.bench:
+        from ..errors import ConfigError
+
+        raise ConfigError("--run runs the baselines' stages into the --bench folder: give --bench DIR")
     settings = PretrainSettings()
     path = args.backbone or str(pretrained_clip(settings, sizes=tuple(args.sizes)))
     gates = clip_gates(load_clip(path), settings.image_size, args.sizes, load_bank(args.bank).attributes)
+    print(f"world CLIP: {path}\n\n{format_gates(gates)}", flush=True)
     if args.bench:
-        gates += bench_gates(Path(args.bench), path, args.baselines, args.sizes, args.seeds, settings.image_size)
-    print(f"world CLIP: {path}\n")
-    print(format_gates(gates))
+        baselines = bench_gates(Path(args.bench), path, args.baselines, args.sizes, args.seeds, settings.image_size,
+                                run=args.run, jobs=args.jobs)
+        print(f"\nthe baselines ({args.bench}):\n\n{format_gates(baselines)}")
+        gates += baselines
     return 0 if all(g.passed for g in gates) else 1
 
 
 def add_parser(subparsers) -> None:
     from ..baselines import list_baselines, paper_baselines
     from ..pipeline.local import default_jobs
+    from .pretrain import PretrainSettings
 
     p = subparsers.add_parser("world", help="the procedural low-resolution world: pre-train its CLIP, write it, bench")
     sub = p.add_subparsers(dest="subcommand", required=True)
     pre = sub.add_parser("pretrain", help="pre-train (or find cached) the world's tiny CLIP; print zero-shot accuracy")
     pre.add_argument("--seed", type=int, default=0)
-    pre.add_argument("--steps", type=int, default=300)
-    pre.add_argument("--sizes", type=int, nargs="+", default=[48, 32], help="φ values to evaluate zero-shot at")
+    pre.add_argument("--steps", type=int, default=PretrainSettings.steps)
+    pre.add_argument("--sizes", type=int, nargs="+", default=[32, 16], help="φ values to evaluate zero-shot at")
+    pre.add_argument("--retrain", action="store_true",
+                     help="train from scratch even when a model is cached or shipped, and compare with the shipped one")
+    pre.add_argument("--out", default="", help="with --retrain: where to write it (default: next to the cache's)")
+    pre.add_argument("--export", default="", help="with --retrain: also write a shippable copy here (maintainers)")
+    pre.add_argument("--force", action="store_true", help="with --retrain: replace existing --out/--export files")
     pre.set_defaults(func=_pretrain)
     write = sub.add_parser("write", help="write the world in the CoOp dataset layout under ROOT")
     write.add_argument("--root", required=True)
@@ -100,11 +165,15 @@ def add_parser(subparsers) -> None:
     check.add_argument("--bench", default="", help="also the baseline gates, from this `loreal world bench --out` folder")
     check.add_argument("--baselines", nargs="+", default=paper_baselines(), metavar="NAME", help="with --bench")
     check.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="with --bench")
+    check.add_argument("--run", action="store_true", help="with --bench: run (or resume) the stages the baseline gates "
+                       "read first: α, β and β with twice its epochs, never a LOREAL stage")
+    check.add_argument("--jobs", type=int, default=default_jobs(), help="with --run: stages side by side")
     check.set_defaults(func=_check)
     bench = sub.add_parser("bench", help="every baseline, two φ, three seeds, Table 6 ablations (Markdown)")
     bench.add_argument("--baselines", nargs="+", default=paper_baselines(), metavar="NAME",
                        help=f"{' '.join(list_baselines())} (default: the paper's, {' '.join(paper_baselines())})")
-    bench.add_argument("--sizes", type=int, nargs="+", default=[32, 48])
+    bench.add_argument("--sizes", type=int, nargs="+", default=[32, 16], help="φ values: integer factors of 64, "
+                       "so the one-pixel textures are averaged away (at 48 they partly survive)")
     bench.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     bench.add_argument("--ablation", default="CoOp", help="baseline of the Table 6 ablations ('' for none)")
     bench.add_argument("--out", default="world_bench", help="output folder (finished stages are reused)")

@@ -4,8 +4,8 @@ The world must let a CLIP tell its classes apart at the standard size, keep colo
 lose the texture there; and the attribute words LOREAL puts in its prompts must mean something to that
 CLIP. Each gate is a measured value against a threshold (:class:`Gate`); ``loreal world check`` prints
 them. The gates on the baselines (:func:`baseline_gates`: β learns at φ, α is not below zero-shot) read
-the stage-1 and stage-2 runs of a bench's folder; whether β sits at a plateau needs runs with doubled
-epochs, which no bench makes yet.
+α and β runs of a bench's folder, and β's runs with twice the epochs where they exist (``loreal world check
+--bench DIR --run`` makes all three, and no LOREAL run).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ STD_COARSE = 90.0  # colour and shape right (%) at the standard size
 PHI_COARSE = 80.0  # colour and shape right (%) at φ
 PHI_TEXTURE_GIVEN_COARSE = 40.0  # texture right given colour and shape right (%) at φ: at most this
 BETA_OVER_ZERO_SHOT = 5.0  # β's base accuracy above zero-shot's at φ (points, mean of the seeds)
+PLATEAU = 1.0  # β at a plateau: twice the epochs move its base accuracy less than this (points, seed means)
 
 
 @dataclass(frozen=True)
@@ -103,18 +104,25 @@ def clip_gates(model: nn.Module, standard: int, sizes: Sequence[int], attributes
 
 
 def baseline_gates(baseline: str, size: int, standard: int, beta_base: Sequence[float], alpha_base: Sequence[float],
-                   zero_shot: dict[int, dict[str, float]]) -> list[Gate]:
+                   zero_shot: dict[int, dict[str, float]], beta_doubled: Sequence[float] = ()) -> list[Gate]:
     """β (trained at φ) beats zero-shot at φ on the base classes by ``BETA_OVER_ZERO_SHOT`` points (seed mean),
-    and α (trained at the standard size, tested there) is not below zero-shot by more than one seed std."""
+    α (trained at the standard size, tested there) is not below zero-shot by more than one seed std, and, given
+    β's runs with twice the epochs (``beta_doubled``, same seeds), β sits at a plateau: they move it less than
+    ``PLATEAU`` points (seed means)."""
     from ..report.logs import seed_std
 
     gain = float(np.mean(beta_base)) - zero_shot[size]["base"]
     alpha_gap = float(np.mean(alpha_base)) - zero_shot[standard]["base"]
     spread = seed_std(list(alpha_base)) if len(alpha_base) > 1 else 0.0
-    return [_check(f"{baseline}: β at {size} over zero-shot at {size} (base, {len(beta_base)} seeds)", gain, ">=",
-                   BETA_OVER_ZERO_SHOT, "+.2f"),
-            Gate(f"{baseline}: α at {standard} against zero-shot at {standard} (base, {len(alpha_base)} seeds)",
-                 f"{alpha_gap:+.2f}", f">= -{spread:.2f} (one seed std)", alpha_gap >= -spread)]
+    gates = [_check(f"{baseline}: β at {size} over zero-shot at {size} (base, {len(beta_base)} seeds)", gain, ">=",
+                    BETA_OVER_ZERO_SHOT, "+.2f"),
+             Gate(f"{baseline}: α at {standard} against zero-shot at {standard} (base, {len(alpha_base)} seeds)",
+                  f"{alpha_gap:+.2f}", f">= -{spread:.2f} (one seed std)", alpha_gap >= -spread)]
+    if beta_doubled:
+        move = float(np.mean(beta_doubled)) - float(np.mean(beta_base))
+        gates.append(Gate(f"{baseline}: β at {size} with twice the epochs, against β (base, {len(beta_doubled)} seeds)",
+                          f"{move:+.2f}", f"within ±{PLATEAU:g}", abs(move) < PLATEAU))
+    return gates
 
 
 def format_gates(gates: Sequence[Gate]) -> str:

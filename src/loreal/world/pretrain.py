@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from .scene import WORLD_VERSION, render_batch
+from .scene import WORLD_VERSION, caption_truth, render_batch
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ class PretrainSettings:
     width: int = 64  # both towers; one attention head per 64 channels, as clip.model.build_model infers
     layers: int = 4
     embed_dim: int = 64
+    # A share of the steps sees its batch at a low size instead (downsampled as the evaluation views are): web
+    # images come at many resolutions, and a CLIP that never saw a small one does not read colour and shape there.
+    low_res_share: float = 0.0
+    low_res_sizes: tuple[int, ...] = (32, 16)
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -54,6 +58,11 @@ class PretrainSettings:
             raise ConfigError(f"width must be a multiple of 64 (one head per 64 channels), got {self.width}")
         if self.steps < 1 or self.batch_size < 2:
             raise ConfigError("steps must be >= 1 and batch_size >= 2")
+        object.__setattr__(self, "low_res_sizes", tuple(self.low_res_sizes))  # a JSON list, read back
+        if not 0.0 <= self.low_res_share <= 1.0 or any(self.image_size % s or s % self.patch_size
+                                                       for s in self.low_res_sizes):
+            raise ConfigError(f"low_res_share must be in [0, 1] and low_res_sizes integer factors of {self.image_size} "
+                              f"and multiples of patch_size {self.patch_size}")
 
     def key(self) -> str:
         blob = json.dumps({"world_version": WORLD_VERSION, **asdict(self)}, sort_keys=True)
@@ -99,39 +108,53 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                     captions: list[str]) -> torch.Tensor:
-    """CLIP's symmetric InfoNCE, where identical captions in a batch count as positives of each other."""
+                     positives: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE where ``positives[i, j]`` (caption ``j`` is true of image ``i``) may hold several
+    captions per image and several images per caption: each direction's target is uniform over them."""
     image_features = F.normalize(image_features, dim=-1)
     text_features = F.normalize(text_features, dim=-1)
     logits = logit_scale.exp() * image_features @ text_features.t()
-    index = {c: i for i, c in enumerate(dict.fromkeys(captions))}
-    ids = torch.tensor([index[c] for c in captions])
-    target = (ids[:, None] == ids[None, :]).float()
-    target = target / target.sum(dim=1, keepdim=True)  # symmetric, so rows and columns alike
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    target = positives.float()
+    return 0.5 * (F.cross_entropy(logits, target / target.sum(dim=1, keepdim=True))
+                  + F.cross_entropy(logits.t(), (target / target.sum(dim=0, keepdim=True)).t()))
 
 
-def _draw_into(out: "multiprocessing.Queue", count: int, batch_size: int, size: int, rng: np.random.Generator) -> None:
-    for _ in range(count):
-        images, _, captions = render_batch(batch_size, size, rng)
-        out.put((images, captions))
+def _batch(batch_size: int, size: int, rng: np.random.Generator,
+           view: int | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
+    fine = not view or view == size
+    images, scenes, captions = render_batch(batch_size, size, rng, fine)
+    if not fine:  # PIL's antialiased bicubic, as the evaluation views (Dassl's test transform); texture-free captions
+        from PIL import Image
+
+        images = np.stack([np.asarray(Image.fromarray(im).resize((view, view), Image.BICUBIC)) for im in images])
+    return images, captions, caption_truth(scenes, captions, fine)
 
 
-def world_batches(count: int, batch_size: int, size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, list[str]]]:
-    """``count`` batches of (images, captions) drawn in order from ``rng``.
+def _draw_into(out: "multiprocessing.Queue", views: list[int], batch_size: int, size: int,
+               rng: np.random.Generator) -> None:
+    for view in views:
+        out.put(_batch(batch_size, size, rng, view))
+
+
+def world_batches(count: int, batch_size: int, size: int, rng: np.random.Generator,
+                  views: list[int] | None = None) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
+    """``count`` batches of (images, captions, which captions are true of which image) drawn in order from ``rng``;
+    batch ``i`` is seen at size ``views[i]`` (default: all at ``size``).
 
     On Linux a forked child draws them a few batches ahead (numpy only, so forking a process that holds
     torch's thread pool is safe), which takes the drawing — a sixth of a pre-training step — off the
     training core; elsewhere they are drawn inline. The batches are the same either way.
     """
+    views = list(views) if views is not None else [size] * count
+    if len(views) != count:
+        raise ValueError(f"{len(views)} view sizes for {count} batches")
     if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
-        for _ in range(count):
-            images, _, captions = render_batch(batch_size, size, rng)
-            yield images, captions
+        for view in views:
+            yield _batch(batch_size, size, rng, view)
         return
     context = multiprocessing.get_context("fork")
     ahead = context.Queue(maxsize=4)
-    child = context.Process(target=_draw_into, args=(ahead, count, batch_size, size, rng), daemon=True)
+    child = context.Process(target=_draw_into, args=(ahead, views, batch_size, size, rng), daemon=True)
     child.start()
     try:
         for _ in range(count):
@@ -146,6 +169,14 @@ def world_batches(count: int, batch_size: int, size: int, rng: np.random.Generat
     finally:
         child.terminate()
         child.join()
+
+
+def view_sizes(settings: PretrainSettings) -> list[int]:
+    """The size each pre-training step sees its batch at (seeded by the settings: a stream of its own)."""
+    rng = np.random.default_rng([settings.seed, 4])
+    return [int(settings.low_res_sizes[rng.integers(len(settings.low_res_sizes))])
+            if settings.low_res_sizes and rng.random() < settings.low_res_share else settings.image_size
+            for _ in range(settings.steps)]
 
 
 def pretrain(settings: PretrainSettings, log: Callable[[str], None] = print) -> nn.Module:
@@ -170,10 +201,11 @@ def pretrain(settings: PretrainSettings, log: Callable[[str], None] = print) -> 
     torch.set_num_threads(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        stream = world_batches(settings.steps, settings.batch_size, settings.image_size, rng)
-        for step, (images, captions) in enumerate(stream):
+        stream = world_batches(settings.steps, settings.batch_size, settings.image_size, rng, view_sizes(settings))
+        for step, (images, captions, truth) in enumerate(stream):
             loss = contrastive_loss(towers.encode_image(to_tensor(images)).pooled,
-                                    towers.encode_token_ids(clip.tokenize(captions)).pooled, model.logit_scale, captions)
+                                    towers.encode_token_ids(clip.tokenize(captions)).pooled, model.logit_scale,
+                                    torch.from_numpy(truth))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -213,7 +245,7 @@ def read_record(path: Path) -> dict:
 
 
 def pretrained_clip(settings: PretrainSettings = PretrainSettings(), *, folder: Path | None = None,
-                    sizes: tuple[int, ...] = (32, 48), log: Callable[[str], None] = print) -> Path:
+                    sizes: tuple[int, ...] = (32, 16), log: Callable[[str], None] = print) -> Path:
     """The cached checkpoint for ``settings``, pre-training (and evaluating zero-shot) on a miss.
 
     Returns:
@@ -222,9 +254,17 @@ def pretrained_clip(settings: PretrainSettings = PretrainSettings(), *, folder: 
     """
     from .zeroshot import zero_shot_report
 
+    from .embedded import rebuild, shipped_record
+
     path = checkpoint_path(settings, folder)
     if path.is_file() and path.with_suffix(".json").is_file():
         log(f"pre-trained world CLIP: {path} (cached)")
+        return path
+    shipped = shipped_record()
+    if shipped and shipped.get("world_version") == WORLD_VERSION and PretrainSettings.from_dict(shipped["settings"]) == settings:
+        model, record = rebuild()
+        save_checkpoint(model, path, {k: v for k, v in record.items() if k != "file_sha256"} | {"source": "shipped"})
+        log(f"pre-trained world CLIP: {path} (the one shipped with LOREAL, digest {record['digest'][:12]})")
         return path
     log(f"pre-training the world CLIP ({settings.steps} steps of {settings.batch_size}) -> {path}")
     start, cpu = time.perf_counter(), time.process_time()

@@ -21,7 +21,7 @@ from itertools import product
 
 import numpy as np
 
-WORLD_VERSION = 1  # bump when drawing or captions change: caches keyed by it rebuild
+WORLD_VERSION = 2  # bump when drawing or captions change: caches keyed by it rebuild
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.78, 0.18, 0.18), "green": (0.20, 0.66, 0.24), "blue": (0.20, 0.30, 0.80), "yellow": (0.80, 0.74, 0.20)}
@@ -131,21 +131,58 @@ def draw(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+# The plain captions name the values; the structured ones also name the attributes (with the words of the
+# attribute bank, ``COARSE_ATTRIBUTES``), so the words LOREAL puts in its prompts are trained tokens.
 _TEMPLATES = ("a photo of a {name}.", "a {name}.", "a {size} {name} {position}.", "a {name} on a {background} background.",
               "a {size} {name} {position} on a {background} background.", "a {texture} {shape} that is {colour}.",
-              "a {colour} {shape} with a {texture} surface.", "a {name} {position}.")
+              "a {colour} {shape} with a {texture} surface.", "a {name} {position}.",
+              "object color: {colour}; outline shape: {shape}; surface texture: {texture}.",
+              "a {name}; object size: {size}; object position: {position}; background shade: {background}.",
+              "a photo of a {name}, object color {colour}, outline shape {shape}.",
+              "outline shape: {shape}; object color: {colour}; object size: {size}; background shade: {background}.")
 
 
-def caption(scene: Scene, rng: np.random.Generator) -> str:
-    """A caption naming the class's three attributes and some of the free ones."""
+# What a small view shows (``render_batch(..., fine=False)``): colour, shape and the free attributes, never the
+# texture, which downsampling averaged away. A small image captioned with its texture would teach the text tower
+# that texture words do not matter (measured: a model pre-trained so merges "plain" and "checkered" prompts).
+_COARSE_TEMPLATES = ("a photo of a {colour} {shape}.", "a {colour} {shape}.", "a {size} {colour} {shape} {position}.",
+                     "a {colour} {shape} on a {background} background.",
+                     "object color: {colour}; outline shape: {shape}; object size: {size}.",
+                     "outline shape: {shape}; object color: {colour}; object size: {size}; background shade: {background}.",
+                     "a photo of a {colour} {shape}, object color {colour}, outline shape {shape}.")
+
+
+def _templates(fine: bool) -> tuple[str, ...]:
+    return _TEMPLATES if fine else _COARSE_TEMPLATES
+
+
+def describe(scene: Scene, template: int, fine: bool = True) -> str:
+    """``scene`` in the words of caption template ``template`` (of the texture-free ones if not ``fine``)."""
     cls = world_classes()[scene.label]
-    template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
-    return template.format(name=cls.name, size=scene.size, position=scene.position, background=scene.background,
-                           texture=cls.texture, colour=cls.colour, shape=cls.shape)
+    return _templates(fine)[template].format(name=cls.name, size=scene.size, position=scene.position,
+                                             background=scene.background, texture=cls.texture, colour=cls.colour,
+                                             shape=cls.shape)
 
 
-def render_batch(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``n`` random images ``(n, size, size, 3)`` uint8, their labels and captions."""
+def caption(scene: Scene, rng: np.random.Generator, fine: bool = True) -> str:
+    """A caption naming the class's attributes (all three, or without the texture if not ``fine``) and some of
+    the free ones."""
+    return describe(scene, int(rng.integers(len(_templates(fine)))), fine)
+
+
+def caption_truth(scenes: list[Scene], captions: list[str], fine: bool = True) -> np.ndarray:
+    """``truth[i, j]``: caption ``j`` is true of scene ``i`` (every attribute it names is scene ``i``'s).
+
+    "a photo of a plain red circle." is true of every plain red circle, whatever its size or place: the
+    pre-training counts all true captions of an image as its positives, not only the one drawn for it.
+    """
+    true_of = [{describe(s, t, fine) for t in range(len(_templates(fine)))} for s in scenes]
+    return np.array([[c in true for c in captions] for true in true_of])
+
+
+def render_batch(n: int, size: int, rng: np.random.Generator,
+                 fine: bool = True) -> tuple[np.ndarray, list[Scene], list[str]]:
+    """``n`` random images ``(n, size, size, 3)`` uint8, their scenes and captions (texture-free if not ``fine``)."""
     scenes = sample_scenes(n, rng)
     images = np.stack([draw(s, size, rng) for s in scenes])
-    return images, np.array([s.label for s in scenes]), [caption(s, rng) for s in scenes]
+    return images, scenes, [caption(s, rng, fine) for s in scenes]

@@ -28,3 +28,26 @@ def world_stages(baseline: str, size: int, seed: int, *, root: str, output: str,
     teacher = replace(standard["beta_new"], name="alpha_std_new")
     return [alpha, teacher] + lr_base2new(baseline, WORLD_CONFIG, loreal_config, WORLD_DATASET, seed, size, root=root,
                                           output=output, alpha=alpha.output_dir, opts=opts)
+
+
+def gate_stages(baseline: str, size: int, seed: int, *, root: str, output: str, backbone: str,
+                std_size: int) -> list:
+    """What the baseline gates read, and no LOREAL stage: α (trained and tested at the standard size), β
+    (trained and tested at ``size``), and ``beta_2x``, β trained with twice its config's epochs (the plateau
+    gate), in a ``plateau/`` folder of its own under ``output``."""
+    import os
+
+    import yaml
+
+    from ..pipeline.configs import trainer_config
+
+    stages = {s.name: s for s in world_stages(baseline, size, seed, root=root, output=output, backbone=backbone,
+                                               std_size=std_size)}
+    beta = stages["beta"]
+    with open(trainer_config(baseline, WORLD_CONFIG)) as f:
+        epochs = 2 * int(yaml.safe_load(f)["OPTIM"]["MAX_EPOCH"])
+    folder = os.path.join(output, "plateau", os.path.relpath(beta.output_dir, output))
+    args = list(beta.args)
+    args[args.index("--output-dir") + 1] = folder
+    doubled = replace(beta, name="beta_2x", output_dir=folder, args=(*args, "OPTIM.MAX_EPOCH", str(epochs)))
+    return [stages["alpha"], beta, doubled]
