@@ -114,7 +114,7 @@ def test_low_resolution_steps_see_the_evaluation_view_of_the_same_draws():
     sizes = view_sizes(settings)
     assert view_sizes(settings) == sizes and set(sizes) == {64, 32, 16}
     assert 0.18 < sum(s != 64 for s in sizes) / len(sizes) < 0.32
-    assert set(view_sizes(PretrainSettings(steps=50))) == {64}  # the share is 0 unless set
+    assert set(view_sizes(PretrainSettings(steps=50, low_res_share=0.0))) == {64}
     (small, captions, truth), = world_batches(1, 4, 64, np.random.default_rng(7), views=[32])
     (full, captions_64, _), = world_batches(1, 4, 64, np.random.default_rng(7))
     assert small.shape == (4, 32, 32, 3) and truth.diagonal().all()

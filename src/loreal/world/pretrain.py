@@ -36,7 +36,7 @@ class PretrainSettings:
     """Everything the pre-trained weights depend on (the cache key)."""
 
     seed: int = 0
-    steps: int = 300
+    steps: int = 3000
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -48,7 +48,7 @@ class PretrainSettings:
     embed_dim: int = 64
     # A share of the steps sees its batch at a low size instead (downsampled as the evaluation views are): web
     # images come at many resolutions, and a CLIP that never saw a small one does not read colour and shape there.
-    low_res_share: float = 0.0
+    low_res_share: float = 0.2
     low_res_sizes: tuple[int, ...] = (32, 16)
 
     def __post_init__(self) -> None:
