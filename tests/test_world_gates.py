@@ -82,7 +82,7 @@ def test_check_needs_a_bench_folder(tmp_path):
     import pytest
 
     from loreal.errors import MissingFileError
-    from loreal.world.cli import bench_gates
+    from loreal.world.bench import bench_gates
 
     with pytest.raises(MissingFileError, match="holds no world bench.*loreal world bench --out"):
         bench_gates(tmp_path, "unused.pt", ["CoOp"], [32], [1], 64)
@@ -98,3 +98,19 @@ def test_the_shipped_world_clip_passes_every_clip_gate_with_its_recorded_values(
     gates = clip_gates(model, settings.image_size, [32, 16], load_bank("loreal_world").attributes)
     assert [g.name for g in gates if not g.passed] == []
     assert {g.name: g.value for g in gates} == record["gates"]  # the figures the README and the record show
+
+
+def test_the_bench_runs_no_loreal_stage_on_a_world_that_fails_a_gate(tmp_path, monkeypatch):
+    import pytest
+
+    import loreal.pipeline.local as local
+    import loreal.world.bench as bench
+    from loreal.errors import LorealError
+    from loreal.world.gates import Gate
+
+    monkeypatch.setenv("LOREAL_WORLD_CACHE", str(tmp_path / "cache"))  # the shipped CLIP, rebuilt here
+    stalls = Gate("CoOp: β at 32 over zero-shot at 32 (base, 1 seeds)", "+1.00", ">= 5", False)
+    monkeypatch.setattr(bench, "bench_gates", lambda *a, **k: [stalls])
+    monkeypatch.setattr(local, "execute_stages", lambda *a, **k: pytest.fail("a stage ran"))
+    with pytest.raises(LorealError, match=r"fails 1 gate\(s\).*CoOp: β at 32 over zero-shot.*--skip-gates"):
+        bench.run_bench(["CoOp"], [32], [1], "", tmp_path / "bench", log=lambda _: None)

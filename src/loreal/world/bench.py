@@ -121,9 +121,51 @@ def terms_markdown(terms: dict[tuple, list[dict[str, tuple[float, float]]]], see
                                f"accuracy, acc_alpha the teacher's (α on the standard view).")
 
 
+def bench_gates(out: Path, backbone: str, baselines: list[str], sizes: list[int], seeds: list[int],
+                standard: int, run: bool = False, jobs: int = 1) -> list:
+    """The baseline gates from a folder's α, β and doubled-epoch β runs (a `loreal world bench --out` folder, or
+    one ``run`` fills with those stages only: the gates come before any LOREAL run)."""
+    from ..clip import load_clip
+    from ..errors import MissingFileError
+    from ..pipeline.local import accuracies, execute_stages
+    from ..pipeline.stage import run_state
+    from .dataset import write_world_dataset
+    from .gates import baseline_gates
+    from .stages import WORLD_ENV, gate_stages
+    from .zeroshot import split_zero_shot
+
+    out = out.resolve()
+    data = out / "data"
+    if run:
+        write_world_dataset(data)
+    if not (data / "loreal_world").is_dir():
+        raise MissingFileError(f"{out} holds no world bench (no {data}/loreal_world): run `loreal world check --bench "
+                               f"{out} --run` (or `loreal world bench --out {out}`) first, or point --bench at its folder")
+    plans = {(b, size, seed): gate_stages(b, size, seed, root=str(data), output=str(out), backbone=backbone,
+                                          std_size=standard) for b in baselines for size in sizes for seed in seeds}
+    if run:
+        execute_stages([s for stages in plans.values() for s in stages], env={**WORLD_ENV}, jobs=jobs,
+                       label="world baselines for the gates")
+    zero = split_zero_shot(load_clip(backbone), data / "loreal_world", (standard, *sizes))
+    gates = []
+    for baseline in baselines:
+        for size in sizes:
+            runs = [{s.name: s for s in plans[baseline, size, seed]} for seed in seeds]
+            accs = [accuracies([r["alpha"], r["beta"]]) for r in runs]
+            doubled = [r["beta_2x"] for r in runs]
+            beta_2x = [accuracies([s])["beta_2x"] for s in doubled] if all(
+                run_state(s.output_dir) == "done" for s in doubled) else []
+            gates += baseline_gates(baseline, size, standard, [a["beta"] for a in accs], [a["alpha"] for a in accs],
+                                    zero, beta_2x)
+    return gates
+
+
 def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation: str, out: Path,
-              log: Callable[[str], None] = print, jobs: int = 1) -> dict:
-    """Run (or resume) the bench; ``jobs`` stages side by side. The table is rewritten after every seed."""
+              log: Callable[[str], None] = print, jobs: int = 1, check_gates: bool = True) -> dict:
+    """Run (or resume) the bench; ``jobs`` stages side by side. The table is rewritten after every seed.
+
+    First the premise's gates, on the CLIP and on the baselines' α, β and doubled-epoch β runs (which the bench
+    reuses): if one fails, no LOREAL stage runs (``check_gates=False`` benches such a world anyway)."""
     from ..clip import load_clip
     from ..pipeline.local import accuracies, check_jobs, execute_stages
     from .stages import WORLD_ENV, world_stages
@@ -141,6 +183,19 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
     common = dict(root=str(out / "data"), output=str(out), backbone=backbone, std_size=std)
     env = {**WORLD_ENV, "LOREAL_CACHE": str(out / "embedding_cache")}
     rows: dict[tuple, list[tuple[float, float]]] = {}
+    if check_gates:
+        from ..attributes import load_bank
+        from ..errors import LorealError
+        from .gates import clip_gates, format_gates
+
+        gates = clip_gates(load_clip(backbone), std, sizes, load_bank("loreal_world").attributes)
+        gates += bench_gates(out, backbone, baselines, sizes, seeds, std, run=True, jobs=jobs)
+        log(format_gates(gates))
+        failed = [g.name for g in gates if not g.passed]
+        if failed:
+            raise LorealError(f"the world fails {len(failed)} gate(s) of the premise ({'; '.join(failed)}): no LOREAL "
+                              f"stage runs on it, since its results would say nothing about the method. Calibrate "
+                              f"the world (`loreal world check`), or pass --skip-gates to bench it anyway")
     zero = split_zero_shot(load_clip(backbone), folder, (std, *sizes))
     for size in sizes:
         for view in (std, size):

@@ -71,53 +71,15 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     report = run_bench(baselines=args.baselines, sizes=args.sizes, seeds=args.seeds, ablation=args.ablation,
-                       out=Path(args.out), jobs=args.jobs)
+                       out=Path(args.out), jobs=args.jobs, check_gates=not args.skip_gates)
     print(json.dumps(report, indent=2) if args.json else report["markdown"])
     return 0
-
-
-def bench_gates(out: Path, backbone: str, baselines: list[str], sizes: list[int], seeds: list[int],
-                standard: int, run: bool = False, jobs: int = 1) -> list:
-    """The baseline gates from a folder's α, β and doubled-epoch β runs (a `loreal world bench --out` folder, or
-    one ``run`` fills with those stages only: the gates come before any LOREAL run)."""
-    from ..clip import load_clip
-    from ..errors import MissingFileError
-    from ..pipeline.local import accuracies, execute_stages
-    from ..pipeline.stage import run_state
-    from .dataset import write_world_dataset
-    from .gates import baseline_gates
-    from .stages import WORLD_ENV, gate_stages
-    from .zeroshot import split_zero_shot
-
-    out = out.resolve()
-    data = out / "data"
-    if run:
-        write_world_dataset(data)
-    if not (data / "loreal_world").is_dir():
-        raise MissingFileError(f"{out} holds no world bench (no {data}/loreal_world): run `loreal world check --bench "
-                               f"{out} --run` (or `loreal world bench --out {out}`) first, or point --bench at its folder")
-    plans = {(b, size, seed): gate_stages(b, size, seed, root=str(data), output=str(out), backbone=backbone,
-                                          std_size=standard) for b in baselines for size in sizes for seed in seeds}
-    if run:
-        execute_stages([s for stages in plans.values() for s in stages], env={**WORLD_ENV}, jobs=jobs,
-                       label="world baselines for the gates")
-    zero = split_zero_shot(load_clip(backbone), data / "loreal_world", (standard, *sizes))
-    gates = []
-    for baseline in baselines:
-        for size in sizes:
-            runs = [{s.name: s for s in plans[baseline, size, seed]} for seed in seeds]
-            accs = [accuracies([r["alpha"], r["beta"]]) for r in runs]
-            doubled = [r["beta_2x"] for r in runs]
-            beta_2x = [accuracies([s])["beta_2x"] for s in doubled] if all(
-                run_state(s.output_dir) == "done" for s in doubled) else []
-            gates += baseline_gates(baseline, size, standard, [a["beta"] for a in accs], [a["alpha"] for a in accs],
-                                    zero, beta_2x)
-    return gates
 
 
 def _check(args: argparse.Namespace) -> int:
     from ..attributes import load_bank
     from ..clip import load_clip
+    from .bench import bench_gates
     from .gates import clip_gates, format_gates
     from .pretrain import PretrainSettings, pretrained_clip
 
@@ -179,5 +141,7 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--out", default="world_bench", help="output folder (finished stages are reused)")
     bench.add_argument("--jobs", type=int, default=default_jobs(),
                        help="stages run side by side, one core each (default: the usable cores, at most 4)")
+    bench.add_argument("--skip-gates", action="store_true", help="run the LOREAL stages even if the world fails the "
+                       "premise's gates (checked first, on the CLIP and the baselines' runs)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_bench)
