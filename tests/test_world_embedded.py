@@ -62,3 +62,15 @@ def test_a_cold_cache_takes_the_shipped_model_without_pre_training(tmp_path, mon
 def test_the_shipped_file_is_packaged_and_small():
     assert WEIGHTS.is_file(), "the world CLIP must ship with the package (loreal world pretrain --retrain --export)"
     assert WEIGHTS.stat().st_size < 4 * 2**20
+
+
+def test_retrain_never_overwrites_a_file_without_force(tmp_path, monkeypatch, capsys):
+    from loreal.cli import main
+
+    import loreal.world.pretrain as pretrain_module
+
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda *a, **k: pytest.fail("trained before checking --out"))
+    mine = tmp_path / "mine.pt"
+    mine.write_bytes(b"a user's checkpoint")
+    assert main(["world", "pretrain", "--retrain", "--out", str(mine)]) == 2
+    assert "exists" in capsys.readouterr().err and mine.read_bytes() == b"a user's checkpoint"

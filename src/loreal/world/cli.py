@@ -16,8 +16,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     path = pretrained_clip(settings, sizes=tuple(args.sizes))
     record = read_record(path)
     cpu = f", {record['train_cpu_seconds']} s of CPU" if "train_cpu_seconds" in record else ""
-    source = " (shipped with LOREAL; `--retrain` trains it here)" if record.get("source") == "shipped" else ""
-    print(f"\nworld CLIP: {path}\n(pre-trained in {record['train_seconds']} s{cpu}{source}; "
+    source = "shipped with LOREAL, " if record.get("source") == "shipped" else ""
+    again = "; `--retrain` trains it here" if source else ""
+    print(f"\nworld CLIP: {path}\n({source}pre-trained in {record['train_seconds']} s{cpu}{again}; "
           f"MODEL.BACKBONE.NAME takes this path)\n")
     print(format_report(record["zero_shot"], settings.image_size))
     return 0
