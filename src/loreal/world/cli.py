@@ -31,9 +31,9 @@ def _retrain(settings, args: argparse.Namespace) -> int:
 
     from ..attributes import load_bank
     from ..errors import ConfigError
-    from .embedded import export, shipped_record, state_digest
+    from .embedded import export, shipped_record, shipped_settings, state_digest
     from .gates import clip_gates, format_gates
-    from .pretrain import WORLD_VERSION, PretrainSettings, checkpoint_path, pretrain, save_checkpoint
+    from .pretrain import WORLD_VERSION, checkpoint_path, pretrain, save_checkpoint
     from .zeroshot import format_report, zero_shot_report
 
     path = Path(args.out) if args.out else checkpoint_path(settings).with_suffix(".retrained.pt")
@@ -52,7 +52,7 @@ def _retrain(settings, args: argparse.Namespace) -> int:
     print(f"\nworld CLIP: {path}\n(pre-trained in {info['train_seconds']} s; digest {digest})\n")
     print(format_report(info["zero_shot"], settings.image_size) + "\n\n" + format_gates(gates))
     shipped = shipped_record()
-    if shipped and PretrainSettings.from_dict(shipped["settings"]) == settings:  # JSON lists vs tuples
+    if shipped and shipped_settings() == settings:
         same = "the same as" if shipped["digest"] == digest else "DIFFERENT from"
         print(f"\nthis model is {same} the shipped one (digest {shipped['digest']})")
     if args.export:

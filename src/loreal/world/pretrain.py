@@ -254,14 +254,14 @@ def pretrained_clip(settings: PretrainSettings = PretrainSettings(), *, folder: 
     """
     from .zeroshot import zero_shot_report
 
-    from .embedded import rebuild, shipped_record
+    from .embedded import rebuild, shipped_record, shipped_settings
 
     path = checkpoint_path(settings, folder)
     if path.is_file() and path.with_suffix(".json").is_file():
         log(f"pre-trained world CLIP: {path} (cached)")
         return path
     shipped = shipped_record()
-    if shipped and shipped.get("world_version") == WORLD_VERSION and PretrainSettings.from_dict(shipped["settings"]) == settings:
+    if shipped and shipped.get("world_version") == WORLD_VERSION and shipped_settings() == settings:
         model, record = rebuild()
         save_checkpoint(model, path, {k: v for k, v in record.items() if k != "file_sha256"} | {"source": "shipped"})
         log(f"pre-trained world CLIP: {path} (the one shipped with LOREAL, digest {record['digest'][:12]})")
