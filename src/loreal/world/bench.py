@@ -171,10 +171,13 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
     from .stages import WORLD_ENV, world_stages
 
     check_jobs(jobs)
+    from .budget import check_budgets
     from .dataset import write_world_dataset
     from .pretrain import PretrainSettings, pretrained_clip
     from .zeroshot import split_zero_shot
 
+    for row in check_budgets(baselines):  # fair: +LOREAL never compared with a β that trained longer
+        log(f"{row.baseline}: β and +LOREAL take {row.beta_steps} and {row.loreal_steps} optimiser steps")
     settings = PretrainSettings()
     std = settings.image_size
     backbone = str(pretrained_clip(settings, sizes=tuple(sizes), log=log))
