@@ -267,3 +267,22 @@ def test_dassl_names_the_command_that_writes_a_missing_world(tmp_path):
     (tmp_path / "loreal_world" / "images").mkdir(parents=True)
     with pytest.raises(MissingFileError, match="loreal world write --root"):
         LorealWorld(_dassl_cfg(tmp_path))
+
+
+def test_retrain_writes_a_record_whose_export_rebuilds_to_its_digest_and_keeps_existing_files(tmp_path, capsys):
+    from loreal.cli import main as cli_main
+    from loreal.world.embedded import rebuild, state_digest
+
+    out, shippable = tmp_path / "retrained.pt", tmp_path / "ship" / "world_clip.pt"
+    argv = ["world", "pretrain", "--retrain", "--steps", "2", "--sizes", "32", "--out", str(out)]
+    assert cli_main(argv + ["--export", str(shippable)]) == 0
+    record = read_record(out)
+    assert record["digest"] == state_digest(torch.load(out, weights_only=True))
+    assert set(record["zero_shot"]) == {"64", "32"} and "class prompts separable" in " ".join(record["gates"])
+    model, shipped = rebuild(shippable)  # the packed copy (token rows only) rebuilds to the same weights
+    assert shipped["digest"] == record["digest"] == state_digest(model.state_dict())
+    printed = capsys.readouterr().out
+    assert f"digest {record['digest']}" in printed and "DIFFERENT" not in printed  # other settings than shipped
+    before = out.read_bytes()
+    assert cli_main(argv) == 2  # an existing model is never replaced without --force
+    assert "exists: move it away, or pass --force" in capsys.readouterr().err and out.read_bytes() == before

@@ -26,38 +26,25 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _retrain(settings, args: argparse.Namespace) -> int:
     """Train ``settings`` from scratch (whatever is cached or shipped) and compare with the shipped weights."""
-    import time
-    from dataclasses import asdict
-
-    from ..attributes import load_bank
     from ..errors import ConfigError
-    from .embedded import export, shipped_record, shipped_settings, state_digest
-    from .gates import clip_gates, format_gates
-    from .pretrain import WORLD_VERSION, checkpoint_path, pretrain, save_checkpoint
-    from .zeroshot import format_report, zero_shot_report
+    from .embedded import retrain, shipped_record
+    from .gates import format_gates
+    from .pretrain import checkpoint_path
+    from .zeroshot import format_report
 
     path = Path(args.out) if args.out else checkpoint_path(settings).with_suffix(".retrained.pt")
-    for target in (path, Path(args.export) if args.export else None):
+    export_to = Path(args.export) if args.export else None
+    for target in (path, export_to):
         if target is not None and target.exists() and not args.force:
             raise ConfigError(f"{target} exists: move it away, or pass --force to replace it")
-    start, cpu = time.perf_counter(), time.process_time()
-    model = pretrain(settings)
-    info = {"world_version": WORLD_VERSION, "train_seconds": round(time.perf_counter() - start, 1),
-            "train_cpu_seconds": round(time.process_time() - cpu, 1),
-            "zero_shot": zero_shot_report(model, (settings.image_size, *args.sizes), seed=settings.seed)}
-    gates = clip_gates(model, settings.image_size, args.sizes, load_bank("loreal_world").attributes)
-    info["gates"] = {g.name: g.value for g in gates}
-    digest = state_digest(model.state_dict())
-    save_checkpoint(model, path, {"settings": asdict(settings), "digest": digest, **info})
-    print(f"\nworld CLIP: {path}\n(pre-trained in {info['train_seconds']} s; digest {digest})\n")
-    print(format_report(info["zero_shot"], settings.image_size) + "\n\n" + format_gates(gates))
-    shipped = shipped_record()
-    if shipped and shipped_settings() == settings:
-        same = "the same as" if shipped["digest"] == digest else "DIFFERENT from"
-        print(f"\nthis model is {same} the shipped one (digest {shipped['digest']})")
-    if args.export:
-        export(model, settings, Path(args.export), info)
-        print(f"shippable copy: {args.export}")
+    record, gates, same = retrain(settings, tuple(args.sizes), path, export_to)
+    print(f"\nworld CLIP: {path}\n(pre-trained in {record['train_seconds']} s; digest {record['digest']})\n")
+    print(format_report(record["zero_shot"], settings.image_size) + "\n\n" + format_gates(gates))
+    if same is not None:
+        print(f"\nthis model is {'the same as' if same else 'DIFFERENT from'} the shipped one "
+              f"(digest {shipped_record()['digest']})")
+    if export_to:
+        print(f"shippable copy: {export_to}")
     return 0
 
 

@@ -83,3 +83,35 @@ def rebuild(path: Path = WEIGHTS) -> tuple[nn.Module, dict]:
                               f"initialisation changed with this torch or clip version; run `loreal world pretrain "
                               f"--retrain` to train it here")
     return freeze(model), record
+
+
+def retrain(settings: PretrainSettings, sizes: tuple[int, ...], path: Path,
+            export_to: Path | None = None) -> tuple[dict, list, bool | None]:
+    """Pre-train ``settings`` from scratch (whatever is cached or shipped), measure its zero-shot report and the
+    CLIP gates, save it to ``path`` with its record (and a shippable copy to ``export_to``).
+
+    Returns:
+        The record, the gates, and whether its digest equals the shipped model's (None when the package ships
+        other settings, or none).
+    """
+    import time
+
+    from ..attributes import load_bank
+    from .gates import clip_gates
+    from .pretrain import WORLD_VERSION, pretrain, save_checkpoint
+    from .zeroshot import zero_shot_report
+
+    start, cpu = time.perf_counter(), time.process_time()
+    model = pretrain(settings)
+    info = {"world_version": WORLD_VERSION, "train_seconds": round(time.perf_counter() - start, 1),
+            "train_cpu_seconds": round(time.process_time() - cpu, 1),
+            "zero_shot": zero_shot_report(model, (settings.image_size, *sizes), seed=settings.seed)}
+    gates = clip_gates(model, settings.image_size, sizes, load_bank("loreal_world").attributes)
+    info["gates"] = {g.name: g.value for g in gates}
+    record = {"settings": asdict(settings), "digest": state_digest(model.state_dict()), **info}
+    save_checkpoint(model, path, record)
+    if export_to is not None:
+        export(model, settings, export_to, info)
+    shipped = shipped_record()
+    same = shipped["digest"] == record["digest"] if shipped and shipped_settings() == settings else None
+    return record, gates, same
