@@ -110,11 +110,16 @@ def test_settings_refuse_sizes_the_patch_does_not_divide():
 def test_low_resolution_steps_see_the_evaluation_view_of_the_same_draws():
     from loreal.world.pretrain import view_sizes
 
-    settings = PretrainSettings(steps=400, low_res_share=0.25)
+    settings = PretrainSettings(steps=400, low_res_share=0.25, low_res_sizes=(32, 16), low_res_from=0.0)
     sizes = view_sizes(settings)
     assert view_sizes(settings) == sizes and set(sizes) == {64, 32, 16}
     assert 0.18 < sum(s != 64 for s in sizes) / len(sizes) < 0.32
-    assert set(view_sizes(PretrainSettings(steps=50, low_res_share=0.0))) == {64}
+    assert set(view_sizes(PretrainSettings(steps=50, low_res_share=0.0, low_res_from=0.0))) == {64}
+    late = view_sizes(PretrainSettings(steps=400, low_res_share=0.25, low_res_sizes=(16,), low_res_from=0.5))
+    assert set(late[:200]) == {64} and set(late[200:]) == {64, 16}  # small views only in the second half
+    assert 0.18 < late[200:].count(16) / 200 < 0.32  # the share is of the steps that may see them
+    with pytest.raises(ConfigError, match="low_res_from must be in"):
+        PretrainSettings(low_res_from=1.0)
     (small, captions, truth), = world_batches(1, 4, 64, np.random.default_rng(7), views=[32])
     (full, captions_64, _), = world_batches(1, 4, 64, np.random.default_rng(7))
     assert small.shape == (4, 32, 32, 3) and truth.diagonal().all()
