@@ -27,6 +27,9 @@ PHI_COARSE = 80.0  # colour and shape right (%) at φ
 PHI_TEXTURE_GIVEN_COARSE = 40.0  # texture right given colour and shape right (%) at φ: at most this
 BETA_OVER_ZERO_SHOT = 5.0  # β's base accuracy above zero-shot's at φ (points, mean of the seeds)
 PLATEAU = 1.0  # β at a plateau: twice the epochs move its base accuracy less than this (points, seed means)
+# Dassl's logs print accuracy to 0.1 point, and zero-shot is computed here to 0.01: a gap below half the logs'
+# step is rounding (359/360 = 99.72 logged as 99.7), never a sign that α fell below zero-shot.
+LOG_ROUNDING = 0.05
 
 
 @dataclass(frozen=True)
@@ -106,18 +109,20 @@ def clip_gates(model: nn.Module, standard: int, sizes: Sequence[int], attributes
 def baseline_gates(baseline: str, size: int, standard: int, beta_base: Sequence[float], alpha_base: Sequence[float],
                    zero_shot: dict[int, dict[str, float]], beta_doubled: Sequence[float] = ()) -> list[Gate]:
     """β (trained at φ) beats zero-shot at φ on the base classes by ``BETA_OVER_ZERO_SHOT`` points (seed mean),
-    α (trained at the standard size, tested there) is not below zero-shot by more than one seed std, and, given
+    α (trained at the standard size, tested there) is not below zero-shot by more than one seed std (or than the
+    logs' rounding, ``LOG_ROUNDING``, if that is larger), and, given
     β's runs with twice the epochs (``beta_doubled``, same seeds), β sits at a plateau: they move it less than
     ``PLATEAU`` points (seed means)."""
     from ..report.logs import seed_std
 
     gain = float(np.mean(beta_base)) - zero_shot[size]["base"]
     alpha_gap = float(np.mean(alpha_base)) - zero_shot[standard]["base"]
-    spread = seed_std(list(alpha_base)) if len(alpha_base) > 1 else 0.0
+    spread = max(seed_std(list(alpha_base)) if len(alpha_base) > 1 else 0.0, LOG_ROUNDING)
     gates = [_check(f"{baseline}: β at {size} over zero-shot at {size} (base, {len(beta_base)} seeds)", gain, ">=",
                     BETA_OVER_ZERO_SHOT, "+.2f"),
              Gate(f"{baseline}: α at {standard} against zero-shot at {standard} (base, {len(alpha_base)} seeds)",
-                  f"{alpha_gap:+.2f}", f">= -{spread:.2f} (one seed std)", alpha_gap >= -spread)]
+                  f"{alpha_gap:+.2f}", f">= -{spread:.2f} (one seed std, at least the logs' rounding)",
+                  alpha_gap >= -spread)]
     if beta_doubled:
         move = float(np.mean(beta_doubled)) - float(np.mean(beta_base))
         gates.append(Gate(f"{baseline}: β at {size} with twice the epochs, against β (base, {len(beta_doubled)} seeds)",
