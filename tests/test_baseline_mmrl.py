@@ -224,7 +224,7 @@ def test_yacs_round_trip_and_dataset_overrides():
 
     node = yacs_defaults(MMRLConfig)
     assert dict(node) == {"ALPHA": 0.7, "REG_WEIGHT": 1.0, "REP_LAYERS": [], "REP_DIM": 512, "N_REP_TOKENS": 5,
-                          "PREC": "fp16"}
+                          "LOGIT_SCALE": 100.0, "PREC": "fp16"}
     assert from_mapping(MMRLConfig, node) == MMRLConfig()
     cfg = CfgNode({"TRAINER": CfgNode({"MMRL": node})})
     cfg.merge_from_list(["TRAINER.MMRL.REP_LAYERS", "[6, 7, 8, 9, 10, 11, 12]", "TRAINER.MMRL.PREC", "amp"])
@@ -283,3 +283,20 @@ def test_no_cuda_calls_in_library_modules():
         src = inspect.getsource(mod)
         assert ".cuda(" not in src and ".half(" not in src, mod.__name__
         assert not re.search(r"^\s*(import|from)\s+dassl\b", src, re.MULTILINE), mod.__name__
+
+
+def test_logit_scale_zero_takes_the_clips_own(tiny_clip, promptable, learner):
+    """Upstream's 100 is OpenAI CLIP's learned scale; a CLIP that learned another (the world's: 23.5) can use its own."""
+    with torch.no_grad():
+        tiny_clip.logit_scale.fill_(torch.tensor(23.5).log())
+    own = randomise_(MMRLLearner(promptable, CLASSES, MMRLConfig(rep_layers=LAYERS, logit_scale=0.0),
+                                 dataset="OxfordPets"))
+    x = images(96)
+    with torch.no_grad():
+        fixed, scaled = PromptModel(promptable, learner)(x), PromptModel(promptable, own)(x)
+        _, _, fused, img, txt = ref.mmrl_reference(tiny_clip, learner, x, PETS)
+    assert torch.allclose(fixed.main, fused, atol=1e-4)  # default: 100, whatever the CLIP learned
+    for key in ("logits", "logits_rep"):  # same weights, so the same cosines at 23.5 / 100 of the scale
+        assert torch.allclose(scaled.extras[key], fixed.extras[key] * 0.235, atol=1e-4)
+    with pytest.raises(ConfigError, match="LOGIT_SCALE must be positive"):
+        MMRLConfig(rep_layers=LAYERS, logit_scale=-1.0)

@@ -65,6 +65,10 @@ def test_baseline_gates_on_hand_values():
     assert len(flat) == 3 and flat[2].passed and flat[2].value == "+0.67"
     rising = baseline_gates("CoOp", 32, 64, [26.0, 25.0, 27.0], [49.0, 50.0, 51.0], zero, [29.0, 28.0, 30.0])
     assert not rising[2].passed and rising[2].value == "+3.00"
+    # exactly one point (MMRL at 16: 53.63 against 54.63) is not "less than one", whatever the float sum says
+    edge = baseline_gates("MMRL", 16, 64, [53.9, 55.3, 54.7], [99.7] * 3, zero | {16: {"base": 48.89, "new": 0.0}},
+                          [54.2, 53.6, 53.1])
+    assert edge[2].value == "-1.00" and not edge[2].passed
 
 
 def test_gate_stages_are_alpha_beta_and_beta_with_twice_the_epochs_and_no_loreal_run(tmp_path):

@@ -29,7 +29,7 @@ from .templates import dassl_dataset_name, dataset_template
 
 logger = logging.getLogger(__name__)
 
-LOGIT_SCALE = 100.0  # upstream's fixed scale (not CLIP's logit_scale)
+LOGIT_SCALE = 100.0  # upstream's fixed scale: what ViT-B/16's logit_scale.exp() is (CLIP's learned 100, clamped)
 
 # Upstream trainers/config.py for MMRL (the task argument is ignored there): Dassl name -> yacs keys.
 _DATASET_OVERRIDES: dict[str, dict[str, float | int]] = {
@@ -60,6 +60,9 @@ class MMRLConfig:
             the learner rejects it; the YAMLs use ``(6, ..., 12)``.
         rep_dim: width of the shared representation space.
         n_rep_tokens: number of rep tokens.
+        logit_scale: the scale of both logits; upstream fixes it at 100, OpenAI CLIP's own learned scale. 0 takes
+            the backbone's own ``logit_scale.exp()`` instead: for a CLIP that learned another one (the world's
+            tiny CLIP: 23.5), 100 is a 4x sharper softmax than its features were trained for.
         prec: fp16, fp32 or amp (read by the trainer; learner parameters stay fp32 here).
     """
 
@@ -70,6 +73,7 @@ class MMRLConfig:
     rep_layers: tuple[int, ...] = ()
     rep_dim: int = 512
     n_rep_tokens: int = 5
+    logit_scale: float = LOGIT_SCALE
     prec: str = "fp16"
 
     def __post_init__(self) -> None:
@@ -80,6 +84,8 @@ class MMRLConfig:
         if any(i < 1 for i in layers) or any(b <= a for a, b in zip(layers, layers[1:])):
             raise ConfigError(f"TRAINER.MMRL.REP_LAYERS={list(layers)}: use increasing 1-based block numbers "
                               f"without repeats, e.g. [6, 7, 8, 9, 10, 11, 12]")
+        if self.logit_scale < 0:
+            raise ConfigError(f"TRAINER.MMRL.LOGIT_SCALE must be positive (or 0: the CLIP's own), got {self.logit_scale}")
         if self.n_rep_tokens < 1 or self.rep_dim < 1:
             raise ConfigError(f"TRAINER.MMRL.N_REP_TOKENS ({self.n_rep_tokens}) and REP_DIM ({self.rep_dim}) "
                               f"must be positive")
@@ -178,8 +184,9 @@ class MMRLLearner(BaselineLearner):
         ``extras``: ``logits``, ``logits_rep`` (both ``(B, C)``), ``image_features`` ``(B, E)``
         (class-token branch) and ``text_features`` (as given), for :meth:`loss`.
         """
-        logits = cosine_logits(image.pooled, text_features, LOGIT_SCALE)
-        logits_rep = cosine_logits(self.rep_features(image), text_features, LOGIT_SCALE)
+        scale = self.config.logit_scale or self.logit_scale()
+        logits = cosine_logits(image.pooled, text_features, scale)
+        logits_rep = cosine_logits(self.rep_features(image), text_features, scale)
         fused = self.config.alpha * logits + (1 - self.config.alpha) * logits_rep
         extras = {"logits": logits, "logits_rep": logits_rep, "image_features": image.pooled,
                   "text_features": text_features}

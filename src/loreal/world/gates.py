@@ -124,7 +124,8 @@ def baseline_gates(baseline: str, size: int, standard: int, beta_base: Sequence[
                   f"{alpha_gap:+.2f}", f">= -{spread:.2f} (one seed std, at least the logs' rounding)",
                   alpha_gap >= -spread)]
     if beta_doubled:
-        move = float(np.mean(beta_doubled)) - float(np.mean(beta_base))
+        # rounded: means of 0.1-point log values; 53.633 - 54.633 must read -1.00 (not < 1), not -0.99999999
+        move = round(float(np.mean(beta_doubled)) - float(np.mean(beta_base)), 6)
         gates.append(Gate(f"{baseline}: β at {size} with twice the epochs, against β (base, {len(beta_doubled)} seeds)",
                           f"{move:+.2f}", f"within ±{PLATEAU:g}", abs(move) < PLATEAU))
     return gates
