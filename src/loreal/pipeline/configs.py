@@ -43,6 +43,14 @@ def trainer_config(trainer: str, name: str) -> str:
     return packaged("trainers", trainer, f"{name}.yaml")
 
 
+def read_trainer_config(trainer: str, name: str) -> dict:
+    """The parsed YAML of :func:`trainer_config` (plain dicts, as written: no Dassl defaults merged)."""
+    import yaml
+
+    with open(trainer_config(trainer, name)) as f:
+        return yaml.safe_load(f) or {}
+
+
 def dataset_config(dataset: str) -> str:
     """``configs/datasets/<dataset>.yaml`` of the package, or ``dataset`` if it is a YAML path."""
     if _is_path(dataset):

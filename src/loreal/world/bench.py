@@ -30,10 +30,10 @@ def ablation_config(baseline: str, name: str, folder: Path) -> str:
     with other content is an error (a user's edited config is never overwritten)."""
     import yaml
 
-    from ..pipeline.configs import trainer_config
+    from ..pipeline.configs import read_trainer_config, trainer_config
 
     source = trainer_config(f"{baseline}_LOREAL", "world")
-    data = yaml.safe_load(Path(source).read_text())
+    data = read_trainer_config(f"{baseline}_LOREAL", "world")
     data["TRAINER"]["LOREAL"].update(ABLATIONS[name])
     text = f"# loreal world bench: {source} with TRAINER.LOREAL {ABLATIONS[name]}\n" + yaml.safe_dump(data, sort_keys=False)
     path = folder / f"world_{name}.yaml"

@@ -29,12 +29,9 @@ def optimiser_steps(batch_size: int, epochs: int, images: int) -> int:
 
 def config_steps(trainer: str, config: str = "world", images: int | None = None) -> int:
     """The optimiser steps of ``trainer``'s shipped ``config`` on the world's training split."""
-    import yaml
+    from ..pipeline.configs import read_trainer_config
 
-    from ..pipeline.configs import trainer_config
-
-    with open(trainer_config(trainer, config)) as f:
-        cfg = yaml.safe_load(f)
+    cfg = read_trainer_config(trainer, config)
     return optimiser_steps(int(cfg["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"]), int(cfg["OPTIM"]["MAX_EPOCH"]),
                            images or train_images())
 

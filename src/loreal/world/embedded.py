@@ -94,24 +94,16 @@ def retrain(settings: PretrainSettings, sizes: tuple[int, ...], path: Path,
         The record, the gates, and whether its digest equals the shipped model's (None when the package ships
         other settings, or none).
     """
-    import time
-
     from ..attributes import load_bank
     from .gates import clip_gates
-    from .pretrain import WORLD_VERSION, pretrain, save_checkpoint
-    from .zeroshot import zero_shot_report
+    from .pretrain import pretrain_with_record, save_checkpoint
 
-    start, cpu = time.perf_counter(), time.process_time()
-    model = pretrain(settings)
-    info = {"world_version": WORLD_VERSION, "train_seconds": round(time.perf_counter() - start, 1),
-            "train_cpu_seconds": round(time.process_time() - cpu, 1),
-            "zero_shot": zero_shot_report(model, (settings.image_size, *sizes), seed=settings.seed)}
+    model, record = pretrain_with_record(settings, sizes)
     gates = clip_gates(model, settings.image_size, sizes, load_bank("loreal_world").attributes)
-    info["gates"] = {g.name: g.value for g in gates}
-    record = {"settings": asdict(settings), "digest": state_digest(model.state_dict()), **info}
+    record |= {"digest": state_digest(model.state_dict()), "gates": {g.name: g.value for g in gates}}
     save_checkpoint(model, path, record)
     if export_to is not None:
-        export(model, settings, export_to, info)
+        export(model, settings, export_to, {k: v for k, v in record.items() if k not in ("settings", "digest")})
     shipped = shipped_record()
     same = shipped["digest"] == record["digest"] if shipped and shipped_settings() == settings else None
     return record, gates, same

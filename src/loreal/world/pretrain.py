@@ -259,8 +259,6 @@ def pretrained_clip(settings: PretrainSettings = PretrainSettings(), *, folder: 
         The path of the state dict (for ``MODEL.BACKBONE.NAME``); its ``.json`` record holds the
         settings, the training time and the zero-shot accuracies at the standard size and ``sizes``.
     """
-    from .zeroshot import zero_shot_report
-
     from .embedded import rebuild, shipped_record, shipped_settings
 
     path = checkpoint_path(settings, folder)
@@ -274,11 +272,20 @@ def pretrained_clip(settings: PretrainSettings = PretrainSettings(), *, folder: 
         log(f"pre-trained world CLIP: {path} (the one shipped with LOREAL, digest {record['digest'][:12]})")
         return path
     log(f"pre-training the world CLIP ({settings.steps} steps of {settings.batch_size}) -> {path}")
+    model, record = pretrain_with_record(settings, sizes, log=log)
+    save_checkpoint(model, path, record)
+    return path
+
+
+def pretrain_with_record(settings: PretrainSettings, sizes: tuple[int, ...],
+                         log: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
+    """:func:`pretrain`, and the record saved beside it: settings, world version, wall and CPU time, and the
+    zero-shot report at the standard size and ``sizes``."""
+    from .zeroshot import zero_shot_report
+
     start, cpu = time.perf_counter(), time.process_time()
     model = pretrain(settings, log=log)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    report = zero_shot_report(model, (settings.image_size, *sizes), seed=settings.seed)
-    save_checkpoint(model, path, {"settings": asdict(settings), "world_version": WORLD_VERSION,
-                                  "train_seconds": round(seconds, 1),
-                                  "train_cpu_seconds": round(cpu, 1), "zero_shot": report})
-    return path
+    return model, {"settings": asdict(settings), "world_version": WORLD_VERSION, "train_seconds": round(seconds, 1),
+                   "train_cpu_seconds": round(cpu, 1),
+                   "zero_shot": zero_shot_report(model, (settings.image_size, *sizes), seed=settings.seed)}

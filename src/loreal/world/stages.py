@@ -37,15 +37,12 @@ def gate_stages(baseline: str, size: int, seed: int, *, root: str, output: str, 
     gate), in a ``plateau/`` folder of its own under ``output``."""
     import os
 
-    import yaml
-
-    from ..pipeline.configs import trainer_config
+    from ..pipeline.configs import read_trainer_config
 
     stages = {s.name: s for s in world_stages(baseline, size, seed, root=root, output=output, backbone=backbone,
                                                std_size=std_size)}
     beta = stages["beta"]
-    with open(trainer_config(baseline, WORLD_CONFIG)) as f:
-        epochs = 2 * int(yaml.safe_load(f)["OPTIM"]["MAX_EPOCH"])
+    epochs = 2 * int(read_trainer_config(baseline, WORLD_CONFIG)["OPTIM"]["MAX_EPOCH"])
     folder = os.path.join(output, "plateau", os.path.relpath(beta.output_dir, output))
     args = list(beta.args)
     args[args.index("--output-dir") + 1] = folder
