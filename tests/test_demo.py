@@ -86,8 +86,39 @@ def test_bench_pairs_loreal_with_beta_seed_by_seed():
 
     rows = {("CoOp", 32, "β (trained at φ)"): [(20.0, 30.0), (25.0, 25.0), (30.0, 20.0)],
             ("CoOp", 32, "+LOREAL"): [(30.0, 30.0), (25.0, 25.0), (20.0, 20.0)],
+            ("CoOp", 32, "+LOREAL, diagnostic lambda1_0.5"): [(24.0, 24.0), (26.0, 26.0), (24.0, 24.0)],
+            ("CoOp", 32, "α (trained at 64) at 32"): [(1.0, 1.0)] * 3,  # not a LOREAL run: no pair
             ("MMA", 32, "+LOREAL"): [(1.0, 1.0)]}  # no β row: no pair
     text = paired_markdown(rows, [1, 2, 3])
     # HM per seed: β 24.00, 25.00, 24.00; +LOREAL 30.00, 25.00, 20.00 -> +6, 0, -4: one seed improves
-    assert "| CoOp | 32 | 1: +6.00, 2: +0.00, 3: -4.00 | 0.00 ± 8.16 | 0.00 ± 0.00 | 0.67 ± 4.11 | 1 of 3 |" in text
-    assert "| MMA |" not in text
+    assert ("| CoOp | 32 | +LOREAL | 1: +6.00, 2: +0.00, 3: -4.00 | 0.00 ± 8.16 | 0.00 ± 0.00 | 0.67 ± 4.11 | "
+            "1 of 3 |") in text
+    assert ("| CoOp | 32 | +LOREAL, diagnostic lambda1_0.5 | 1: +0.00, 2: +1.00, 3: +0.00 | -0.33 ± 4.19 | "
+            "-0.33 ± 4.19 | 0.33 ± 0.47 | 1 of 3 |") in text
+    assert "| MMA |" not in text and "α (trained" not in text
+
+
+def test_bench_writes_the_diagnostics_preset_as_world_configs(tmp_path):
+    """--diagnostics: one world config per variant of the `diagnostics` preset, the world config with only that
+    variant's TRAINER.LOREAL key changed (typed as YAML reads it), and never over a user's edited file."""
+    import yaml
+
+    from loreal.errors import ConfigError
+    from loreal.pipeline.configs import read_trainer_config
+    from loreal.reproduce.presets import PRESETS
+    from loreal.world.bench import ablation_config, diagnostics
+
+    variants = diagnostics()
+    assert list(variants) == [label for label, _ in PRESETS["diagnostics"].variants]
+    assert variants["alpha_stop_grad"] == {"ALPHA_CONTENT": "stop_grad"} and variants["lambda1_0.25"] == {"LAMBDA1": 0.25}
+    shipped = read_trainer_config("CoOp_LOREAL", "world")
+    for name, keys in variants.items():
+        path = ablation_config("CoOp", name, tmp_path, keys)
+        written = yaml.safe_load(open(path))
+        assert written["TRAINER"]["LOREAL"] == {**shipped["TRAINER"]["LOREAL"], **keys}
+        assert {k: v for k, v in written.items() if k != "TRAINER"} == {k: v for k, v in shipped.items() if k != "TRAINER"}
+        assert ablation_config("CoOp", name, tmp_path, keys) == path  # the same content again: reused
+    edited = tmp_path / "world_lambda1_0.5.yaml"
+    edited.write_text(edited.read_text() + "# my note\n")
+    with pytest.raises(ConfigError, match="exists with other content"):
+        ablation_config("CoOp", "lambda1_0.5", tmp_path, variants["lambda1_0.5"])

@@ -194,3 +194,35 @@ def test_hld_and_lld_helpers_on_known_values():
     a = torch.eye(3).unsqueeze(0)  # attributes orthogonal: the diagonal wins clearly at τ small
     assert lld(a, a, 0.01) < 1e-6
     assert lld(a, a.flip(1), 0.01) > 10
+
+
+def test_alpha_stop_grad_diagnostic_gives_lld_a_fixed_target(promptable, views):
+    """ALPHA_CONTENT stop_grad: α's slot content carries no gradient, β's does, and the loss's value is the
+    method's (only where the gradient goes changes)."""
+    shared, stopped = make_model(promptable), make_model(promptable, alpha_content="stop_grad")
+    stopped.metanets.load_state_dict(shared.metanets.state_dict())
+    std, lr = shared.encode_views(views[0], views[1])
+    out_shared, out_stopped = shared.training_step(std, lr, views[2]), stopped.training_step(std, lr, views[2])
+    assert out_shared.alpha.content.requires_grad and not out_stopped.alpha.content.requires_grad
+    assert out_stopped.beta.content.requires_grad
+    assert torch.allclose(out_shared.loss, out_stopped.loss)
+    # LLD alone (out.terms are detached: rebuilt from the contents); with α's content fixed, its gradient is
+    # the one through β's content only.
+    grads = {}
+    for name, model in (("shared", shared), ("stopped", stopped)):
+        model.metanets.zero_grad()
+        out = model.training_step(std, lr, views[2])
+        lld(out.alpha.content.mean(2), out.beta.content.mean(2), 1.0).backward()
+        grads[name] = torch.cat([p.grad.flatten() for p in model.metanets.parameters()])
+    ref = make_model(promptable)
+    ref.metanets.load_state_dict(shared.metanets.state_dict())
+    target = ref.metanets(lr.pooled).detach()  # α's content under the cross bridge, as a constant
+    lld(target.mean(2), ref.metanets(std.pooled).mean(2), 1.0).backward()
+    expected = torch.cat([p.grad.flatten() for p in ref.metanets.parameters()])
+    assert torch.allclose(grads["stopped"], expected, atol=1e-6)
+    assert not torch.allclose(grads["shared"], expected, atol=1e-6)
+
+
+def test_alpha_content_must_be_a_known_choice():
+    with pytest.raises(ConfigError, match="ALPHA_CONTENT must be one of \\['shared', 'stop_grad'\\]"):
+        LorealConfig(alpha_content="ema")

@@ -77,7 +77,7 @@ def test_preset_variants_get_their_own_folders_and_opts_only_for_loreal():
     (["--baselines", "ProGrad"], "unknown baseline 'ProGrad': --baselines takes CoOp, MaPLe, MMA, MMRL, CoCoOp, KgCoOp, PromptSRC"),
     (["--datasets", "pets"], "unknown dataset 'pets': --datasets takes imagenet, caltech101"),
     (["--benchmarks", "lr-dg", "--dg-targets", "imagenet_c"], "unknown domain-generalisation target 'imagenet_c'"),
-    (["--preset", "table7"], "unknown preset 'table7': --preset takes table6, dim, temp, m, lambda"),
+    (["--preset", "table7"], "unknown preset 'table7': --preset takes table6, dim, temp, m, lambda, diagnostics"),
     (["--sizes", "96", "96"], "give distinct positive φ values"),
     (["--gpus", "7"], "GPU id 7 does not exist (this machine has"),
     (["--gpus", "a,b"], "--gpus 'a,b': give whole numbers"),

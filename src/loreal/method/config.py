@@ -21,6 +21,11 @@ class Bridge(str, Enum):
     NONE = "none"  # each student fills its own prompt
 
 
+class AlphaContent(str, Enum):
+    SHARED = "shared"  # α's slots from the trained meta-nets, gradient included (paper and official code)
+    STOP_GRAD = "stop_grad"  # diagnostic: α's slot content is a stop-gradient copy, a fixed target for LLD
+
+
 @dataclass(frozen=True)
 class LorealConfig:
     """Hyper-parameters of the method; field names map to ``TRAINER.LOREAL.<FIELD>``.
@@ -40,6 +45,9 @@ class LorealConfig:
         lld_temp: temperature of LLD's cosine similarities (official code 1, which is also the
             default here: the paper gives none for LLD, and τ = 4 would squeeze its logits into
             [-0.25, 0.25] so that LLD barely trains).
+        alpha_content: "shared" (default: α's slots come from the meta-nets with their gradient, as in the
+            paper and the official code) or "stop_grad" (a diagnostic, not the method: α's slot content
+            is detached, so LLD pulls β's content towards α's and never α's towards β's).
         mutual_hld: let HLD's gradient reach the α path too (default: α is a detached teacher).
         use_ce, use_hld, use_lld: switch loss terms off for ablations.
         std_size: side of the standard-resolution view of student α (CLIP's 224). φ, the LR
@@ -77,6 +85,7 @@ class LorealConfig:
     lambda2: float = 2.0
     temp: float = 4.0
     lld_temp: float = 1.0
+    alpha_content: str = AlphaContent.SHARED.value
     mutual_hld: bool = False
     use_ce: bool = True
     use_hld: bool = True
@@ -96,6 +105,7 @@ class LorealConfig:
     def __post_init__(self) -> None:
         _check_choice("PROMPT_ORDER", self.prompt_order, PromptOrder)
         _check_choice("BRIDGE", self.bridge, Bridge)
+        _check_choice("ALPHA_CONTENT", self.alpha_content, AlphaContent)
         if self.view_mode not in ("aligned", "independent"):
             raise ConfigError(f"TRAINER.LOREAL.VIEW_MODE must be 'aligned' or 'independent', got {self.view_mode!r}")
         for name in ("k", "m", "hidden_dim", "cache_views", "std_size"):

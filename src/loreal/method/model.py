@@ -18,7 +18,7 @@ from ..baselines.base import BaselineLearner, Logits, cross_entropy
 from ..clip import PromptableCLIP, VisualOutput
 from ..errors import ConfigError
 from .chunked import ChunkedText
-from .config import Bridge, LorealConfig
+from .config import AlphaContent, Bridge, LorealConfig
 from .losses import hld, lld
 from .metanet import AttributeMetaNets
 from .prompt import attribute_template
@@ -107,13 +107,16 @@ class LorealModel(nn.Module):
 
     # ----------------------------------------------------------------- students
     def student(self, learner: BaselineLearner, image: VisualOutput, condition: torch.Tensor,
-                logits_grad: bool = True) -> StudentOutput:
+                logits_grad: bool = True, content_grad: bool = True) -> StudentOutput:
         """Logits of one student whose attribute slots are filled from ``condition`` ``(B, E)``.
 
         ``logits_grad=False`` computes the logits without a graph (α as a detached teacher) while
-        the slot content keeps its gradient (LLD still trains through it).
+        the slot content keeps its gradient (LLD still trains through it); ``content_grad=False`` detaches
+        the slot content as well (the ``ALPHA_CONTENT stop_grad`` diagnostic).
         """
         content = self.metanets(condition)
+        if not content_grad:
+            content = content.detach()
         with torch.set_grad_enabled(torch.is_grad_enabled() and logits_grad):
             # an image-conditioned student (CoCoOp) fills its own slots from the image it scores
             prompts = learner.condition_prompts(learner.build_prompts(self.template_of(learner)), image)
@@ -133,7 +136,8 @@ class LorealModel(nn.Module):
         cfg = self.config
         cond_alpha, cond_beta = self.conditions(std, lr)
         # α's logits only reach the loss through HLD as a detached teacher (unless MUTUAL_HLD): no graph.
-        alpha = self.student(self.alpha, std, cond_alpha, logits_grad=cfg.mutual_hld)
+        alpha = self.student(self.alpha, std, cond_alpha, logits_grad=cfg.mutual_hld,
+                             content_grad=cfg.alpha_content == AlphaContent.SHARED.value)
         beta = self.student(self.beta, lr, cond_beta)
         zero = beta.logits.main.new_zeros(())
         terms = {

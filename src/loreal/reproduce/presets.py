@@ -38,6 +38,13 @@ PRESETS: dict[str, Preset] = {
     "lambda": Preset("loss weights λ1/λ2 (full: 1/2)", tuple(
         (f"LAMBDA1={a},LAMBDA2={b}", ("TRAINER.LOREAL.LAMBDA1", str(a), "TRAINER.LOREAL.LAMBDA2", str(b)))
         for a, b in ((0.5, 2.0), (2.0, 2.0), (1.0, 1.0), (1.0, 4.0)))),
+    # Not the method: variants that ask why +LOREAL does not beat β where it does not (the world bench runs them
+    # with --diagnostics): a fixed target for LLD (α's slot content detached), and a weaker pull towards α.
+    "diagnostics": Preset("diagnostics: α's slot content through a stop-gradient; HLD's weight λ1 halved and quartered", (
+        ("alpha_stop_grad", ("TRAINER.LOREAL.ALPHA_CONTENT", "stop_grad")),
+        ("lambda1_0.5", ("TRAINER.LOREAL.LAMBDA1", "0.5")),
+        ("lambda1_0.25", ("TRAINER.LOREAL.LAMBDA1", "0.25")),
+    )),
 }
 
 

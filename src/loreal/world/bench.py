@@ -1,10 +1,11 @@
 """``loreal world bench``: the LR base-to-novel pipeline on the world for every baseline, φ and seed, plus
-the Table 6 ablations (bridge directions, without LLD, without HLD) for one baseline; seed means ± std.
+the Table 6 ablations (bridge directions, without LLD, without HLD) for one baseline and, on request, the
+``diagnostics`` preset's variants for one baseline; seed means ± std.
 
 Every stage runs through :mod:`loreal.pipeline` (as ``loreal demo``); finished stages are reused, so an
-interrupted bench resumes. Ablations are LOREAL configs written next to the runs (the world config with
-one ``TRAINER.LOREAL`` key changed): their file name puts them in their own output folder, while α and
-β are shared with the main runs.
+interrupted bench resumes. Ablations and diagnostics are LOREAL configs written next to the runs (the world
+config with a ``TRAINER.LOREAL`` key changed): their file name puts them in their own output folder, while
+α and β are shared with the main runs.
 """
 from __future__ import annotations
 
@@ -25,17 +26,34 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def ablation_config(baseline: str, name: str, folder: Path) -> str:
-    """Write ``world_<name>.yaml``: the world LOREAL config with the ablation's keys; an existing file
-    with other content is an error (a user's edited config is never overwritten)."""
+def diagnostics() -> dict[str, dict[str, Any]]:
+    """The ``diagnostics`` preset (:mod:`loreal.reproduce.presets`) as ``name -> TRAINER.LOREAL overrides``,
+    each value read as YAML reads it (``"0.5"`` -> 0.5)."""
+    import yaml
+
+    from ..reproduce.presets import PRESETS
+
+    prefix, variants = "TRAINER.LOREAL.", {}
+    for label, opts in PRESETS["diagnostics"].variants:
+        keys, values = opts[::2], opts[1::2]
+        assert all(k.startswith(prefix) for k in keys), opts  # the world configs change only the method's keys
+        variants[label] = {k.removeprefix(prefix): yaml.safe_load(v) for k, v in zip(keys, values)}
+    return variants
+
+
+def ablation_config(baseline: str, name: str, folder: Path, overrides: dict[str, Any] | None = None) -> str:
+    """Write ``world_<name>.yaml``: the world LOREAL config with the ablation's keys (``overrides``, default
+    ``ABLATIONS[name]``); an existing file with other content is an error (a user's edited config is never
+    overwritten)."""
     import yaml
 
     from ..pipeline.configs import read_trainer_config, trainer_config
 
+    overrides = ABLATIONS[name] if overrides is None else overrides
     source = trainer_config(f"{baseline}_LOREAL", "world")
     data = read_trainer_config(f"{baseline}_LOREAL", "world")
-    data["TRAINER"]["LOREAL"].update(ABLATIONS[name])
-    text = f"# loreal world bench: {source} with TRAINER.LOREAL {ABLATIONS[name]}\n" + yaml.safe_dump(data, sort_keys=False)
+    data["TRAINER"]["LOREAL"].update(overrides)
+    text = f"# loreal world bench: {source} with TRAINER.LOREAL {overrides}\n" + yaml.safe_dump(data, sort_keys=False)
     path = folder / f"world_{name}.yaml"
     if path.exists() and path.read_text() != text:
         raise ConfigError(f"{path} exists with other content: move it away or pick another --out")
@@ -65,24 +83,25 @@ def markdown(rows: dict[tuple, list[tuple[float, float]]], seeds: list[int]) -> 
 
 
 def paired_markdown(rows: dict[tuple, list[tuple[float, float]]], seeds: list[int]) -> str:
-    """Per baseline and φ: +LOREAL − β seed by seed (same seed: same split, same α and β), base, new and
-    the HM of each seed's pair; their mean ± std and how many seeds +LOREAL improves the HM of."""
+    """Per baseline, φ and LOREAL run (the method, each ablation and diagnostic): +LOREAL − β seed by seed
+    (same seed: same split, same α and β), base, new and the HM of each seed's pair; their mean ± std and
+    how many seeds the run improves the HM of."""
     from ..report.logs import harmonic_mean
 
-    lines = ["| baseline | φ | Δ HM per seed | Δ base | Δ new | Δ HM | seeds improved (HM) |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+    lines = ["| baseline | φ | run | Δ HM per seed | Δ base | Δ new | Δ HM | seeds improved (HM) |",
+             "|---|---:|---|---|---:|---:|---:|---:|"]
     for (baseline, size, method), loreal in rows.items():
         beta = rows.get((baseline, size, "β (trained at φ)"))
-        if method != "+LOREAL" or not beta:
+        if not method.startswith("+LOREAL") or not beta:
             continue
         pairs = list(zip(loreal, beta))  # seed order in both
         d_base = [lo[0] - be[0] for lo, be in pairs]
         d_new = [lo[1] - be[1] for lo, be in pairs]
         d_hm = [harmonic_mean(*lo) - harmonic_mean(*be) for lo, be in pairs]
         per_seed = ", ".join(f"{seed}: {d:+.2f}" for seed, d in zip(seeds, d_hm))
-        lines.append(f"| {baseline} | {size} | {per_seed} | {_mean_std(d_base)} | {_mean_std(d_new)} | "
+        lines.append(f"| {baseline} | {size} | {method} | {per_seed} | {_mean_std(d_base)} | {_mean_std(d_new)} | "
                      f"{_mean_std(d_hm)} | {sum(d > 0 for d in d_hm)} of {len(d_hm)} |")
-    return "\n".join(lines) + "\n\n+LOREAL − β on the same seed; mean ± std over seeds (population)."
+    return "\n".join(lines) + "\n\nEach LOREAL run − β on the same seed; mean ± std over seeds (population)."
 
 
 #: Training scalars of a LOREAL run that say what its loss terms did (Dassl writes each step's running mean
@@ -161,8 +180,11 @@ def bench_gates(out: Path, backbone: str, baselines: list[str], sizes: list[int]
 
 
 def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation: str, out: Path,
-              log: Callable[[str], None] = print, jobs: int = 1, check_gates: bool = True) -> dict:
+              log: Callable[[str], None] = print, jobs: int = 1, check_gates: bool = True,
+              diagnose: str = "") -> dict:
     """Run (or resume) the bench; ``jobs`` stages side by side. The table is rewritten after every seed.
+    ``ablation`` and ``diagnose`` name the baseline of the Table 6 ablations and of the ``diagnostics``
+    preset's variants ("" for none), both at the first φ.
 
     First the premise's gates, on the CLIP and on the baselines' α, β and doubled-epoch β runs (which the bench
     reuses): if one fails, no LOREAL stage runs (``check_gates=False`` benches such a world anyway)."""
@@ -207,19 +229,19 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
     seconds = 0.0
     # Seed by seed, so an interrupted bench already has every baseline for the first seeds.
     for done, seed in enumerate(seeds, start=1):
-        plans = [(b, size, "world", b) for b in baselines for size in sizes]
-        if ablation:
-            plans += [(ablation, sizes[0], ablation_config(ablation, name, out / "configs"), f"{ablation} {name}")
-                      for name in ABLATIONS]
-        pipelines = [(baseline, size, lcfg, label, world_stages(baseline, size, seed, loreal_config=lcfg, **common))
-                     for baseline, size, lcfg, label in plans]
-        log(f"== seed {seed}: {len(plans)} pipelines ({', '.join(p[3] + f' φ {p[1]}' for p in plans)})")
+        plans = [(b, size, "world", "+LOREAL") for b in baselines for size in sizes]
+        for kind, baseline, variants in (("ablation", ablation, ABLATIONS), ("diagnostic", diagnose, diagnostics())):
+            if baseline:
+                plans += [(baseline, sizes[0], ablation_config(baseline, name, out / "configs", keys),
+                           f"+LOREAL, {kind} {name}") for name, keys in variants.items()]
+        pipelines = [(baseline, size, lcfg, run, world_stages(baseline, size, seed, loreal_config=lcfg, **common))
+                     for baseline, size, lcfg, run in plans]
+        log(f"== seed {seed}: {len(plans)} pipelines ({', '.join(f'{p[0]} {p[3]} φ {p[1]}' for p in plans)})")
         start = time.perf_counter()
         execute_stages([s for p in pipelines for s in p[4]], env=env, log=log, jobs=jobs, label=f"world bench, seed {seed}")
         seconds += time.perf_counter() - start
-        for baseline, size, lcfg, label, stages in pipelines:
+        for baseline, size, lcfg, run, stages in pipelines:
             acc = accuracies(stages)
-            run = "+LOREAL" if lcfg == "world" else f"+LOREAL, ablation {label.split()[-1]}"
             terms.setdefault((baseline, size, run), []).append(
                 loss_terms(next(s.output_dir for s in stages if s.name == "loreal")))
             if lcfg == "world":
@@ -230,8 +252,7 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
                 rows.setdefault((baseline, size, "β (trained at φ)"), []).append((acc["beta"], acc["beta_new"]))
                 rows.setdefault((baseline, size, "+LOREAL"), []).append((acc["loreal"], acc["loreal_new"]))
             else:
-                rows.setdefault((baseline, size, f"+LOREAL, ablation {label.split()[-1]}"), []).append(
-                    (acc["loreal"], acc["loreal_new"]))
+                rows.setdefault((baseline, size, run), []).append((acc["loreal"], acc["loreal_new"]))
         # The table so far: an interrupted bench still leaves the finished seeds' results.
         text = "\n\n".join([markdown(rows, seeds[:done]), paired_markdown(rows, seeds[:done]),
                              terms_markdown(terms, seeds[:done])])

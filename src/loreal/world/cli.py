@@ -59,7 +59,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     report = run_bench(baselines=args.baselines, sizes=args.sizes, seeds=args.seeds, ablation=args.ablation,
-                       out=Path(args.out), jobs=args.jobs, check_gates=not args.skip_gates)
+                       out=Path(args.out), jobs=args.jobs, check_gates=not args.skip_gates, diagnose=args.diagnostics)
     print(json.dumps(report, indent=2) if args.json else report["markdown"])
     return 0
 
@@ -126,6 +126,8 @@ def add_parser(subparsers) -> None:
                        "so the one-pixel textures are averaged away (at 48 they partly survive)")
     bench.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     bench.add_argument("--ablation", default="CoOp", help="baseline of the Table 6 ablations ('' for none)")
+    bench.add_argument("--diagnostics", default="", metavar="BASELINE", help="also the `diagnostics` preset's variants "
+                       "(α's slot content through a stop-gradient; λ1 0.5, 0.25) for this baseline, at the first φ")
     bench.add_argument("--out", default="world_bench", help="output folder (finished stages are reused)")
     bench.add_argument("--jobs", type=int, default=default_jobs(),
                        help="stages run side by side, one core each (default: the usable cores, at most 4)")
