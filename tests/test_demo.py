@@ -122,3 +122,23 @@ def test_bench_writes_the_diagnostics_preset_as_world_configs(tmp_path):
     edited.write_text(edited.read_text() + "# my note\n")
     with pytest.raises(ConfigError, match="exists with other content"):
         ablation_config("CoOp", "lambda1_0.5", tmp_path, variants["lambda1_0.5"])
+
+
+def test_bench_json_keeps_stdout_for_the_json(monkeypatch, capsys):
+    """`loreal world bench --json > file`: the progress lines (gates, step counts, seeds) go to stderr."""
+    import json
+
+    import loreal.world.bench as bench
+    from loreal.cli import main
+
+    def fake_run_bench(*, log, **kwargs):
+        log("| gate | measured | needs | passes |")
+        return {"seeds": kwargs["seeds"], "markdown": "| table |"}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    assert main(["world", "bench", "--seeds", "1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"seeds": [1], "markdown": "| table |"} and "| gate |" in err
+    assert main(["world", "bench", "--seeds", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "| gate |" in out and out.rstrip().endswith("| table |")

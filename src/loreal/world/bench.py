@@ -141,7 +141,7 @@ def terms_markdown(terms: dict[tuple, list[dict[str, tuple[float, float]]]], see
 
 
 def bench_gates(out: Path, backbone: str, baselines: list[str], sizes: list[int], seeds: list[int],
-                standard: int, run: bool = False, jobs: int = 1) -> list:
+                standard: int, run: bool = False, jobs: int = 1, log: Callable[[str], None] = print) -> list:
     """The baseline gates from a folder's α, β and doubled-epoch β runs (a `loreal world bench --out` folder, or
     one ``run`` fills with those stages only: the gates come before any LOREAL run)."""
     from ..clip import load_clip
@@ -164,7 +164,7 @@ def bench_gates(out: Path, backbone: str, baselines: list[str], sizes: list[int]
                                           std_size=standard) for b in baselines for size in sizes for seed in seeds}
     if run:
         execute_stages([s for stages in plans.values() for s in stages], env={**WORLD_ENV}, jobs=jobs,
-                       label="world baselines for the gates")
+                       label="world baselines for the gates", log=log)
     zero = split_zero_shot(load_clip(backbone), data / "loreal_world", (standard, *sizes))
     gates = []
     for baseline in baselines:
@@ -214,7 +214,7 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
         from .gates import clip_gates, format_gates
 
         gates = clip_gates(load_clip(backbone), std, sizes, load_bank("loreal_world").attributes)
-        gates += bench_gates(out, backbone, baselines, sizes, seeds, std, run=True, jobs=jobs)
+        gates += bench_gates(out, backbone, baselines, sizes, seeds, std, run=True, jobs=jobs, log=log)
         log(format_gates(gates))
         failed = [g.name for g in gates if not g.passed]
         if failed:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -58,8 +59,11 @@ def _write(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
+    # With --json, stdout holds the JSON alone: the progress lines (gates, steps, seeds) go to stderr.
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
     report = run_bench(baselines=args.baselines, sizes=args.sizes, seeds=args.seeds, ablation=args.ablation,
-                       out=Path(args.out), jobs=args.jobs, check_gates=not args.skip_gates, diagnose=args.diagnostics)
+                       out=Path(args.out), jobs=args.jobs, check_gates=not args.skip_gates, diagnose=args.diagnostics,
+                       log=log)
     print(json.dumps(report, indent=2) if args.json else report["markdown"])
     return 0
 
