@@ -106,22 +106,22 @@ def test_bench_writes_the_diagnostics_preset_as_world_configs(tmp_path):
     from loreal.errors import ConfigError
     from loreal.pipeline.configs import read_trainer_config
     from loreal.reproduce.presets import PRESETS
-    from loreal.world.bench import ablation_config, diagnostics
+    from loreal.world.bench import variant_config, diagnostics
 
     variants = diagnostics()
     assert list(variants) == [label for label, _ in PRESETS["diagnostics"].variants]
     assert variants["alpha_stop_grad"] == {"ALPHA_CONTENT": "stop_grad"} and variants["lambda1_0.25"] == {"LAMBDA1": 0.25}
     shipped = read_trainer_config("CoOp_LOREAL", "world")
     for name, keys in variants.items():
-        path = ablation_config("CoOp", name, tmp_path, keys)
+        path = variant_config("CoOp", name, tmp_path, keys)
         written = yaml.safe_load(open(path))
         assert written["TRAINER"]["LOREAL"] == {**shipped["TRAINER"]["LOREAL"], **keys}
         assert {k: v for k, v in written.items() if k != "TRAINER"} == {k: v for k, v in shipped.items() if k != "TRAINER"}
-        assert ablation_config("CoOp", name, tmp_path, keys) == path  # the same content again: reused
+        assert variant_config("CoOp", name, tmp_path, keys) == path  # the same content again: reused
     edited = tmp_path / "world_lambda1_0.5.yaml"
     edited.write_text(edited.read_text() + "# my note\n")
     with pytest.raises(ConfigError, match="exists with other content"):
-        ablation_config("CoOp", "lambda1_0.5", tmp_path, variants["lambda1_0.5"])
+        variant_config("CoOp", "lambda1_0.5", tmp_path, variants["lambda1_0.5"])
 
 
 def test_bench_json_keeps_stdout_for_the_json(monkeypatch, capsys):

@@ -41,15 +41,14 @@ def diagnostics() -> dict[str, dict[str, Any]]:
     return variants
 
 
-def ablation_config(baseline: str, name: str, folder: Path, overrides: dict[str, Any] | None = None) -> str:
-    """Write ``world_<name>.yaml``: the world LOREAL config with the ablation's keys (``overrides``, default
-    ``ABLATIONS[name]``); an existing file with other content is an error (a user's edited config is never
+def variant_config(baseline: str, name: str, folder: Path, overrides: dict[str, Any]) -> str:
+    """Write ``world_<name>.yaml``: the world LOREAL config with ``overrides`` (an ablation's or a diagnostic's
+    ``TRAINER.LOREAL`` keys); an existing file with other content is an error (a user's edited config is never
     overwritten)."""
     import yaml
 
     from ..pipeline.configs import read_trainer_config, trainer_config
 
-    overrides = ABLATIONS[name] if overrides is None else overrides
     source = trainer_config(f"{baseline}_LOREAL", "world")
     data = read_trainer_config(f"{baseline}_LOREAL", "world")
     data["TRAINER"]["LOREAL"].update(overrides)
@@ -227,13 +226,14 @@ def run_bench(baselines: list[str], sizes: list[int], seeds: list[int], ablation
             rows[("CLIP", size, f"zero-shot at {view}")] = [(zero[view]["base"], zero[view]["new"])]
     terms: dict[tuple, list[dict[str, tuple[float, float]]]] = {}
     seconds = 0.0
+    # (baseline, φ, LOREAL config, run): the method everywhere, the ablations and diagnostics at the first φ.
+    plans = [(b, size, "world", "+LOREAL") for b in baselines for size in sizes]
+    for kind, baseline, variants in (("ablation", ablation, ABLATIONS), ("diagnostic", diagnose, diagnostics())):
+        if baseline:
+            plans += [(baseline, sizes[0], variant_config(baseline, name, out / "configs", keys),
+                       f"+LOREAL, {kind} {name}") for name, keys in variants.items()]
     # Seed by seed, so an interrupted bench already has every baseline for the first seeds.
     for done, seed in enumerate(seeds, start=1):
-        plans = [(b, size, "world", "+LOREAL") for b in baselines for size in sizes]
-        for kind, baseline, variants in (("ablation", ablation, ABLATIONS), ("diagnostic", diagnose, diagnostics())):
-            if baseline:
-                plans += [(baseline, sizes[0], ablation_config(baseline, name, out / "configs", keys),
-                           f"+LOREAL, {kind} {name}") for name, keys in variants.items()]
         pipelines = [(baseline, size, lcfg, run, world_stages(baseline, size, seed, loreal_config=lcfg, **common))
                      for baseline, size, lcfg, run in plans]
         log(f"== seed {seed}: {len(plans)} pipelines ({', '.join(f'{p[0]} {p[3]} φ {p[1]}' for p in plans)})")
